@@ -1,0 +1,182 @@
+"""Hooks in, tensors out: run a ViT once and keep every intermediate tensor it makes.
+
+The model marks each interesting point of its forward pass with a :class:`Tap`, an identity
+module that a forward hook can listen to. :func:`trace` hooks the taps, runs the model once and
+hands back a :class:`Trace`. The hooks are removed before ``trace`` returns (even when the
+forward pass raises), and the tensors of each call live in that call's own recorder, reached
+through a :class:`contextvars.ContextVar`, so many threads can trace one shared model at once.
+
+Tap names (``i`` is the layer index, 0-based)::
+
+    patches                 [B, N, C*P*P]  raw pixels of each patch, flattened (c, p1, p2)
+    patch_embeddings        [B, N, D]      patches after the linear projection (the strided conv)
+    cls_token               [B, 1, D]      the learned CLS token, one per image
+    tokens_with_cls         [B, T, D]      CLS prepended to the patch embeddings (T = N + 1)
+    position_embeddings     [1, T, D]      the learned position embeddings
+    embeddings              [B, T, D]      tokens + position embeddings = hidden_states[0]
+    layer.i.layernorm_before  [B, T, D]    pre-norm before attention
+    layer.i.q / .k / .v       [B, H, T, d] queries, keys, values split into heads (d = D / H)
+    layer.i.scores            [B, H, T, T] q.k / sqrt(d), before the softmax
+    layer.i.probs             [B, H, T, T] softmax(scores): each row sums to 1 = attentions[i]
+    layer.i.context           [B, T, D]    probs @ v, heads concatenated again
+    layer.i.attention_output  [B, T, D]    context after the output projection (ViTSelfOutput)
+    layer.i.residual          [B, T, D]    first residual: layer input + attention output
+    layer.i.layernorm_after   [B, T, D]    pre-norm before the MLP
+    layer.i.mlp_pre_act       [B, T, M]    first MLP projection, before the activation
+    layer.i.mlp_post_act      [B, T, M]    after the activation (GELU by default)
+    layer.i.mlp_output        [B, T, D]    second MLP projection, back to D
+    layer.i.output            [B, T, D]    residual + MLP output = hidden_states[i + 1]
+    layernorm               [B, T, D]      final layer norm = last_hidden_state
+    pooler                  [B, D]         tanh(dense(CLS)) (models with a pooler)
+    logits                  [B, K]         classifier output (classification models)
+"""
+
+from __future__ import annotations
+
+import contextvars
+import fnmatch
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import torch
+from torch import nn
+
+# The recorder of the trace() call running in this thread/context, or None.
+_ACTIVE: contextvars.ContextVar["_Recorder | None"] = contextvars.ContextVar(
+    "vit_explain_active_trace", default=None
+)
+# Registering and removing hooks touches dicts that other threads iterate: do it under a lock.
+_HOOK_LOCK = threading.Lock()
+_LAYER_RE = re.compile(r"(?:^|\.)layer\.(\d+)\.")
+
+#: Taps that trace() always keeps, because hidden_states and attentions are built from them.
+CORE_TAPS = ("embeddings", "output", "probs", "layernorm", "pooler", "logits")
+
+
+class Tap(nn.Module):
+    """An identity module marking a named tensor in the forward pass; trace() hooks it."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return repr(self.name)
+
+
+def is_tracing() -> bool:
+    """True inside a trace() call in this thread: the model then takes its step-by-step path."""
+    return _ACTIVE.get() is not None
+
+
+def tap_key(module_path: str, tap: Tap) -> str:
+    """The public name of a tap: ``layer.{i}.{name}`` inside the encoder, else ``name``."""
+    match = _LAYER_RE.search(module_path + ".")
+    return f"layer.{match.group(1)}.{tap.name}" if match else tap.name
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+
+
+@dataclass
+class Trace:
+    """Everything one forward pass made. Tensors are detached, on the model's device."""
+
+    hidden_states: list[torch.Tensor]
+    attentions: list[torch.Tensor | None]
+    last_hidden_state: torch.Tensor
+    pooler_output: torch.Tensor | None
+    logits: torch.Tensor | None
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.attentions)
+
+    def layer(self, index: int) -> dict[str, torch.Tensor]:
+        """The taps of one encoder layer, keyed by their short names (``q``, ``probs`` ...)."""
+        prefix = f"layer.{index}."
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def to_numpy(self) -> dict[str, "object"]:
+        """Every tensor as a float32 numpy array, keyed by tap name (for caching or ``np.savez``)."""
+        return {k: v.detach().float().cpu().numpy() for k, v in self.tensors.items()}
+
+
+def _selected(key: str, layers: set[int] | None, taps: tuple[str, ...] | None) -> bool:
+    match = re.match(r"layer\.(\d+)\.(.+)", key)
+    short = match.group(2) if match else key
+    if short in CORE_TAPS:
+        return match is None or layers is None or int(match.group(1)) in layers or short == "output"
+    if match and layers is not None and int(match.group(1)) not in layers:
+        return False
+    if taps is None:
+        return True
+    return any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(short, p) for p in taps)
+
+
+def trace(
+    model: nn.Module,
+    pixel_values: torch.Tensor,
+    *,
+    layers: Iterable[int] | None = None,
+    taps: Iterable[str] | None = None,
+) -> Trace:
+    """Run ``model`` once on ``pixel_values`` [B, C, H, W] and return every tapped tensor.
+
+    ``layers`` keeps the per-layer taps of those layers only (``attentions[i]`` is None for the
+    others); ``taps`` keeps only taps whose name matches one of these glob patterns (``"q"``,
+    ``"layer.3.*"``, ``"mlp_*"``). ``hidden_states`` are always complete.
+    """
+    layer_set = None if layers is None else {int(i) for i in layers}
+    tap_patterns = None if taps is None else tuple(taps)
+    recorder = _Recorder()
+
+    def make_hook(key: str):
+        def hook(module, inputs, output):
+            # Other threads' trace() calls hook the same modules; only our own call records here.
+            if _ACTIVE.get() is recorder:
+                recorder.tensors[key] = output.detach()
+
+        return hook
+
+    handles = []
+    with _HOOK_LOCK:
+        for path, module in model.named_modules():
+            if isinstance(module, Tap):
+                key = tap_key(path, module)
+                if _selected(key, layer_set, tap_patterns):
+                    handles.append(module.register_forward_hook(make_hook(key)))
+    token = _ACTIVE.set(recorder)
+    try:
+        with torch.no_grad():
+            model(pixel_values)
+    finally:
+        _ACTIVE.reset(token)
+        with _HOOK_LOCK:
+            for handle in handles:
+                handle.remove()
+
+    tensors = recorder.tensors
+    num_layers = len(getattr(_base_model(model).encoder, "layer"))
+    hidden_states = [tensors["embeddings"]] + [tensors[f"layer.{i}.output"] for i in range(num_layers)]
+    attentions = [tensors.get(f"layer.{i}.probs") for i in range(num_layers)]
+    return Trace(
+        hidden_states=hidden_states,
+        attentions=attentions,
+        last_hidden_state=tensors["layernorm"],
+        pooler_output=tensors.get("pooler"),
+        logits=tensors.get("logits"),
+        tensors=tensors,
+    )
+
+
+def _base_model(model: nn.Module) -> nn.Module:
+    return getattr(model, "vit", model)

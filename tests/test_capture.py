@@ -154,3 +154,16 @@ def test_threads_each_get_their_own_tensors(model):
 def test_tap_is_an_identity():
     x = torch.randn(3, 4)
     assert Tap("anything")(x) is x
+
+
+def test_trace_layer_reproduces_one_layer_of_the_full_trace(model):
+    from vit_explain.capture import trace_layer
+
+    x = images(1, 5)
+    full = trace(model, x)
+    for i in range(3):
+        alone = trace_layer(model, i, full.hidden_states[i])
+        assert set(alone) == set(full.layer(i))
+        for name, value in alone.items():
+            torch.testing.assert_close(value, full.layer(i)[name], atol=1e-6, rtol=0)
+    assert hook_count(model) == 0

@@ -137,34 +137,7 @@ def trace(
     """
     layer_set = None if layers is None else {int(i) for i in layers}
     tap_patterns = None if taps is None else tuple(taps)
-    recorder = _Recorder()
-
-    def make_hook(key: str):
-        def hook(module, inputs, output):
-            # Other threads' trace() calls hook the same modules; only our own call records here.
-            if _ACTIVE.get() is recorder:
-                recorder.tensors[key] = output.detach()
-
-        return hook
-
-    handles = []
-    with _HOOK_LOCK:
-        for path, module in model.named_modules():
-            if isinstance(module, Tap):
-                key = tap_key(path, module)
-                if _selected(key, layer_set, tap_patterns):
-                    handles.append(module.register_forward_hook(make_hook(key)))
-    token = _ACTIVE.set(recorder)
-    try:
-        with torch.no_grad():
-            model(pixel_values)
-    finally:
-        _ACTIVE.reset(token)
-        with _HOOK_LOCK:
-            for handle in handles:
-                handle.remove()
-
-    tensors = recorder.tensors
+    tensors = _record(model, lambda: model(pixel_values), lambda key: _selected(key, layer_set, tap_patterns))
     num_layers = len(getattr(_base_model(model).encoder, "layer"))
     hidden_states = [tensors["embeddings"]] + [tensors[f"layer.{i}.output"] for i in range(num_layers)]
     attentions = [tensors.get(f"layer.{i}.probs") for i in range(num_layers)]
@@ -176,6 +149,48 @@ def trace(
         logits=tensors.get("logits"),
         tensors=tensors,
     )
+
+
+def trace_layer(model: nn.Module, index: int, hidden_state: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run encoder layer ``index`` alone on its input ``hidden_state`` [B, T, D] and return its taps.
+
+    Keys are the short tap names (``q``, ``probs``, ``mlp_pre_act`` ...). Given
+    ``trace(model, x).hidden_states[index]`` this reproduces that trace's ``layer(index)`` without
+    running (or keeping) the other layers: the app uses it to show one layer in full detail.
+    """
+    layer = _base_model(model).encoder.layer[index]
+    return _record(layer, lambda: layer(hidden_state), lambda key: True)
+
+
+def _record(module: nn.Module, run, keep) -> dict[str, torch.Tensor]:
+    """Hook the taps of ``module`` whose key ``keep`` accepts, call ``run()``, unhook, return the tensors."""
+    recorder = _Recorder()
+
+    def make_hook(key: str):
+        def hook(_module, _inputs, output):
+            # Other threads' trace() calls hook the same modules; only our own call records here.
+            if _ACTIVE.get() is recorder:
+                recorder.tensors[key] = output.detach()
+
+        return hook
+
+    handles = []
+    with _HOOK_LOCK:
+        for path, sub in module.named_modules():
+            if isinstance(sub, Tap):
+                key = tap_key(path, sub)
+                if keep(key):
+                    handles.append(sub.register_forward_hook(make_hook(key)))
+    token = _ACTIVE.set(recorder)
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        _ACTIVE.reset(token)
+        with _HOOK_LOCK:
+            for handle in handles:
+                handle.remove()
+    return recorder.tensors
 
 
 def _base_model(model: nn.Module) -> nn.Module:

@@ -1,0 +1,20 @@
+"""vit-explain: run a real Vision Transformer on your picture and look at every tensor it makes.
+
+How the pages fit together (decided once, here):
+The stage pages live in ``pages/`` as the product brief asks, and this entry point lists them with
+``st.navigation`` (titles, icons, teaching order from ``vit_explain.ui.PAGES``). The sidebar is
+NOT drawn here: each page starts with ``ui.sidebar()``, the one shared sidebar function. Two
+reasons: Streamlit's AppTest runs a page file on its own when it switches to a page in a folder
+named ``pages/`` (it skips this entry point), so a sidebar drawn here would vanish from the tests;
+and a page that builds its own sidebar reads top to bottom as what the user sees. The sidebar's
+widgets use ``persist_state="session"`` and the chosen image sits in ``st.session_state``, so
+every choice survives page switches in the browser and in AppTest alike.
+"""
+
+import streamlit as st
+
+from vit_explain.ui import PAGES
+
+st.set_page_config(page_title="vit-explain: a Vision Transformer, tensor by tensor", page_icon=":material/grid_on:",
+                   layout="wide")
+st.navigation([st.Page(path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon) in enumerate(PAGES)]).run()

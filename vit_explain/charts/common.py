@@ -1,0 +1,177 @@
+"""Shared figure builders for every stage page."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+#: Colour scale for attention weights (always drawn on a fixed 0..1 range: softmax outputs).
+ATTENTION_SCALE = "Viridis"
+#: Diverging scale for signed values (embeddings, scores, similarities), centred on 0.
+SIGNED_SCALE = "RdBu_r"
+FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=13)
+
+
+def f32(a) -> np.ndarray:
+    """A contiguous float32 copy of ``a`` (what every trace ships)."""
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def style(fig: go.Figure, title: str, *, height: int | None = None, x_title: str | None = None,
+          y_title: str | None = None) -> go.Figure:
+    """Title, fonts and margins shared by every figure."""
+    fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), font=FONT,
+                      margin=dict(l=10, r=10, t=60, b=10), height=height)
+    if x_title is not None:
+        fig.update_xaxes(title_text=x_title)
+    if y_title is not None:
+        fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def image_trace(image: np.ndarray) -> go.Image:
+    """An RGB uint8 [H, W, 3] picture as a Plotly trace (pixel coordinates, y downwards)."""
+    return go.Image(z=np.asarray(image, dtype=np.uint8), hoverinfo="skip")
+
+
+def grid_lines(fig: go.Figure, image_size: int, patch_size: int, row=None, col=None, color="rgba(255,255,255,0.85)",
+               width: float = 1.0) -> None:
+    """Draw the patch boundaries on an image axis."""
+    edges = np.arange(0, image_size + 1, patch_size, dtype=np.float32) - 0.5
+    xs, ys = [], []
+    for e in edges:
+        xs += [e, e, None]
+        ys += [-0.5, image_size - 0.5, None]
+        xs += [-0.5, image_size - 0.5, None]
+        ys += [e, e, None]
+    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=width), hoverinfo="skip",
+                             showlegend=False), row=row, col=col)
+
+
+def image_with_grid(image: np.ndarray, patch_size: int, title: str, *, height: int = 460,
+                    label_patches: bool = False) -> go.Figure:
+    """The picture the model saw with its patch grid on top."""
+    size = image.shape[0]
+    fig = go.Figure(image_trace(image))
+    grid_lines(fig, size, patch_size)
+    if label_patches:
+        g = size // patch_size
+        centres = (np.arange(g) + 0.5) * patch_size - 0.5
+        cx, cy = np.meshgrid(centres, centres)
+        fig.add_trace(go.Scatter(x=f32(cx.ravel()), y=f32(cy.ravel()), mode="text",
+                                 text=[str(i) for i in range(g * g)], textfont=dict(color="white", size=10),
+                                 hoverinfo="skip", showlegend=False))
+    equal_axes(fig)
+    return style(fig, title, height=height, x_title="x (pixels)", y_title="y (pixels)")
+
+
+def equal_axes(fig: go.Figure, row=None, col=None) -> None:
+    fig.update_yaxes(scaleanchor="x", autorange="reversed", constrain="domain", row=row, col=col)
+    fig.update_xaxes(constrain="domain", row=row, col=col)
+
+
+def heatmap(z: np.ndarray, title: str, *, x_title: str, y_title: str, colorbar_title: str,
+            zmin: float | None = None, zmax: float | None = None, colorscale: str = SIGNED_SCALE,
+            zmid: float | None = None, height: int = 420, x=None, y=None, hover: str | None = None) -> go.Figure:
+    """A labelled heatmap with a titled colour bar. Rows run top to bottom."""
+    trace = go.Heatmap(z=f32(z), x=x, y=y, zmin=zmin, zmax=zmax, zmid=zmid, colorscale=colorscale,
+                       colorbar=dict(title=dict(text=colorbar_title, side="right")),
+                       hovertemplate=hover or "row %{y}, column %{x}: %{z:.4f}<extra></extra>")
+    fig = go.Figure(trace)
+    fig.update_yaxes(autorange="reversed")
+    return style(fig, title, height=height, x_title=x_title, y_title=y_title)
+
+
+def overlay_map(image: np.ndarray, values: np.ndarray, title: str, *, colorbar_title: str, zmin=0.0, zmax=None,
+                colorscale: str = ATTENTION_SCALE, opacity: float = 0.6, height: int = 460) -> go.Figure:
+    """A [g, g] map stretched over the picture, semi-transparent, with a colour bar."""
+    size = image.shape[0]
+    g = values.shape[0]
+    step = size / g
+    fig = go.Figure(image_trace(image))
+    fig.add_trace(go.Heatmap(z=f32(values), x0=step / 2 - 0.5, dx=step, y0=step / 2 - 0.5, dy=step,
+                             zmin=zmin, zmax=zmax, colorscale=colorscale, opacity=opacity,
+                             colorbar=dict(title=dict(text=colorbar_title, side="right")),
+                             hovertemplate="patch row %{y:.0f}, col %{x:.0f}: %{z:.4f}<extra></extra>"))
+    equal_axes(fig)
+    return style(fig, title, height=height, x_title="x (pixels)", y_title="y (pixels)")
+
+
+def click_layer(fig: go.Figure, image_size: int, patch_size: int, row=None, col=None, selected: int | None = None
+                ) -> None:
+    """Transparent square markers at the patch centres, so a click on the picture selects a patch.
+
+    Heatmap and image traces send no selection events in Streamlit; a scatter does. The marker's
+    ``customdata`` is the patch index (row-major). ``hoverinfo="none"`` keeps it clickable while
+    showing nothing; "skip" would make it unclickable.
+    """
+    g = image_size // patch_size
+    centres = (np.arange(g, dtype=np.float32) + 0.5) * patch_size - 0.5
+    cx, cy = np.meshgrid(centres, centres)
+    fig.add_trace(go.Scatter(
+        x=f32(cx.ravel()), y=f32(cy.ravel()), customdata=np.arange(g * g, dtype=np.int32), mode="markers",
+        marker=dict(symbol="square", size=max(6, min(40, int(420 / g))), color="rgba(0,0,0,0)",
+                    line=dict(width=0)),
+        hoverinfo="none", showlegend=False, name="patches"), row=row, col=col)
+    if selected is not None:
+        r, c = divmod(int(selected), g)
+        fig.add_shape(type="rect", x0=c * patch_size - 0.5, x1=(c + 1) * patch_size - 0.5, y0=r * patch_size - 0.5,
+                      y1=(r + 1) * patch_size - 0.5, line=dict(color="#ff2d55", width=3), row=row, col=col)
+
+
+def clicked_patch(event) -> int | None:
+    """The patch index a plotly_chart selection event points at (None if nothing was clicked)."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError):
+        return None
+    for point in points or []:
+        custom = point.get("customdata")
+        if custom is not None:
+            return int(custom[0] if isinstance(custom, (list, tuple)) else custom)
+        if "point_index" in point and point.get("curve_number") is not None:
+            return int(point["point_index"])
+    return None
+
+
+def facets(maps: np.ndarray, titles: list[str], title: str, *, colorbar_title: str, zmin=0.0, zmax=1.0,
+           colorscale: str = ATTENTION_SCALE, cols: int = 6, cell: int = 150, image: np.ndarray | None = None
+           ) -> go.Figure:
+    """Small multiples: one [g, g] map per panel (e.g. one per head), on one shared colour scale."""
+    n = len(maps)
+    cols = min(cols, n)
+    rows = -(-n // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.02,
+                        vertical_spacing=0.08 if rows > 1 else 0.02)
+    for i, m in enumerate(maps):
+        r, c = divmod(i, cols)
+        fig.add_trace(go.Heatmap(z=f32(m), zmin=zmin, zmax=zmax, colorscale=colorscale, showscale=(i == 0),
+                                 colorbar=dict(title=dict(text=colorbar_title, side="right")),
+                                 hovertemplate=f"{titles[i]}<br>row %{{y}}, col %{{x}}: %{{z:.4f}}<extra></extra>"),
+                      row=r + 1, col=c + 1)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False, autorange="reversed", scaleanchor="x")
+    for i in range(n):
+        axis = "" if i == 0 else str(i + 1)
+        fig.layout[f"yaxis{axis}"].scaleanchor = f"x{axis}"
+    return style(fig, title, height=max(220, rows * cell + 80))
+
+
+def bar(labels: list[str], values: np.ndarray, title: str, *, x_title: str, y_title: str, height: int = 360,
+        horizontal: bool = False, color=None) -> go.Figure:
+    values = f32(values)
+    if horizontal:
+        fig = go.Figure(go.Bar(x=values, y=labels, orientation="h", marker_color=color,
+                               hovertemplate="%{y}: %{x:.4f}<extra></extra>"))
+        fig.update_yaxes(autorange="reversed")
+    else:
+        fig = go.Figure(go.Bar(x=labels, y=values, marker_color=color, hovertemplate="%{x}: %{y:.4f}<extra></extra>"))
+    return style(fig, title, height=height, x_title=x_title, y_title=y_title)
+
+
+def figure_bytes(fig: go.Figure) -> int:
+    """Size of the JSON Streamlit sends for this figure (for payload budgets)."""
+    import plotly.io as pio
+
+    return len(pio.to_json(fig, validate=False).encode())

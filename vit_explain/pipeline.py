@@ -1,0 +1,111 @@
+"""From (model, image) to the float32 numpy arrays the app draws. No Streamlit here.
+
+The app keeps two kinds of results in its caches:
+
+* :func:`run_core`: one traced forward pass, kept small: the embedding-stage taps, every hidden
+  state, every attention map, the final norm, pooler and logits (ViT-B/16 at 224: about 30 MB).
+* :func:`run_layer`: the full detail of one encoder layer (q, k, v, scores, MLP activations ...),
+  recomputed from that layer's input hidden state in a few milliseconds when a page asks for it.
+
+Arrays drop the batch dimension (the app runs one image at a time).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .capture import trace, trace_layer
+from .config import ViTConfig
+
+#: Taps of the embedding stage that the core trace keeps (besides the always-kept core taps).
+EMBEDDING_TAPS = ("patches", "patch_embeddings", "cls_token", "tokens_with_cls", "position_embeddings")
+
+#: Largest sequence length the app will run: attention memory grows with the square of the tokens.
+MAX_TOKENS = 1025
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().to(torch.float32).cpu().numpy())
+
+
+def attention_memory_bytes(config: ViTConfig, batch: int = 1) -> int:
+    """Bytes the attention scores and probabilities of all layers take in float32 (what a trace keeps)."""
+    return 2 * 4 * batch * config.num_hidden_layers * config.num_attention_heads * config.num_tokens**2
+
+
+def check_token_budget(config: ViTConfig) -> None:
+    """Refuse configurations whose attention maps would not fit comfortably in memory."""
+    if config.num_tokens > MAX_TOKENS:
+        grid = int((MAX_TOKENS - 1) ** 0.5)
+        raise ValueError(
+            f"{config.grid_size}x{config.grid_size} patches + CLS = {config.num_tokens} tokens is more than the "
+            f"{MAX_TOKENS} this app allows (a {grid}x{grid} grid): each attention map has tokens^2 entries, so "
+            f"memory grows with the square of the token count. Use a larger patch size or a smaller image."
+        )
+
+
+def run_core(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, np.ndarray]:
+    """Trace the model once; return the stage-level tensors as float32 numpy arrays.
+
+    Keys: the embedding taps of :data:`EMBEDDING_TAPS` ([N, C*P*P], [N, D], [1, D], [T, D], [T, D]),
+    ``embeddings`` [T, D], ``hidden_states`` [L+1, T, D], ``attentions`` [L, H, T, T],
+    ``last_hidden_state`` [T, D], ``pooler_output`` [D] (if the model has a pooler),
+    ``logits`` [K] (if it classifies) and ``pixel_values`` [C, H, W].
+    """
+    check_token_budget(model.config)
+    t = trace(model, pixel_values, taps=EMBEDDING_TAPS)
+    out = {name: _np(t.tensors[name][0]) for name in EMBEDDING_TAPS}
+    out["position_embeddings"] = _np(t.tensors["position_embeddings"][0])
+    out["embeddings"] = _np(t.hidden_states[0][0])
+    out["hidden_states"] = np.stack([_np(h[0]) for h in t.hidden_states])
+    out["attentions"] = np.stack([_np(a[0]) for a in t.attentions])
+    out["last_hidden_state"] = _np(t.last_hidden_state[0])
+    if t.pooler_output is not None:
+        out["pooler_output"] = _np(t.pooler_output[0])
+    if t.logits is not None:
+        out["logits"] = _np(t.logits[0])
+    out["pixel_values"] = _np(pixel_values[0])
+    return out
+
+
+def run_layer(model: nn.Module, index: int, hidden_state: np.ndarray) -> dict[str, np.ndarray]:
+    """Every tap of encoder layer ``index`` given its input [T, D]; arrays without the batch axis."""
+    x = torch.from_numpy(np.asarray(hidden_state, dtype=np.float32))[None]
+    param = next(model.parameters())
+    taps = trace_layer(model, index, x.to(param.device, param.dtype))
+    return {name: _np(value[0]) for name, value in taps.items()}
+
+
+def display_image(pixel_values: np.ndarray, mean, std) -> np.ndarray:
+    """Undo the normalisation: [C, H, W] model input -> uint8 [H, W, 3] picture the model saw."""
+    mean = np.asarray(mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(std, dtype=np.float32)[:, None, None]
+    rgb = (pixel_values * std + mean) * 255.0
+    rgb = np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+    if rgb.shape[0] == 1:
+        rgb = np.repeat(rgb, 3, axis=0)
+    return np.ascontiguousarray(rgb.transpose(1, 2, 0))
+
+
+def final_norm_and_head(model: nn.Module):
+    """The final LayerNorm and the classifier (or None) of a model, for views that re-apply them."""
+    base = getattr(model, "vit", model)
+    head = getattr(model, "classifier", None)
+    return base.layernorm, head
+
+
+def parameter_breakdown(model: nn.Module) -> dict[str, int]:
+    """Parameter counts per seed class instance group (embeddings, each layer, final norm, pooler, head)."""
+    base = getattr(model, "vit", model)
+    counts = {"ViTEmbeddings": sum(p.numel() for p in base.embeddings.parameters())}
+    for i, layer in enumerate(base.encoder.layer):
+        counts[f"ViTLayer {i}"] = sum(p.numel() for p in layer.parameters())
+    counts["LayerNorm"] = sum(p.numel() for p in base.layernorm.parameters())
+    if base.pooler is not None:
+        counts["ViTPooler"] = sum(p.numel() for p in base.pooler.parameters())
+    head = getattr(model, "classifier", None)
+    if head is not None:
+        counts["classifier"] = sum(p.numel() for p in head.parameters())
+    return counts

@@ -1,0 +1,483 @@
+"""The Streamlit helpers every page shares: the sidebar, the cached model and trace, common widgets.
+
+This is the only module of the package that imports streamlit. Pages call :func:`sidebar` first;
+it draws the image, model and architecture controls and returns a :class:`Run` holding the model
+and the cached float32 arrays of one traced forward pass.
+
+Caching (see DESIGN.md):
+* models live in ``st.cache_resource`` (one object shared by all sessions, never copied);
+* the forward pass lives in ``st.cache_data`` keyed on the image's sha256, the model source and
+  the config, never on an image or tensor; arrays are float32 numpy; entries are bounded.
+  Switching page, layer or head reuses it; one layer's full detail is a second, small cache.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import streamlit as st
+import torch
+
+from .config import ViTConfig
+from .pipeline import (
+    MAX_TOKENS,
+    attention_memory_bytes,
+    check_token_budget,
+    display_image,
+    run_core,
+    run_layer,
+)
+from .preprocess import InvalidImageError, PreprocessSpec, image_digest, load_image, to_pixel_values
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES_DIR = ROOT / "assets" / "samples"
+BUNDLED_DIR = ROOT / "assets" / "model"
+SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+
+#: The stages in teaching order: (page file, title, icon). app.py builds the navigation from it.
+PAGES = [
+    ("pages/overview.py", "Overview", ":material/account_tree:"),
+    ("pages/patching.py", "1 · Patching", ":material/grid_on:"),
+    ("pages/embeddings.py", "2 · CLS and position", ":material/add_box:"),
+    ("pages/attention.py", "3 · Self-attention", ":material/visibility:"),
+    ("pages/mlp.py", "4 · MLP", ":material/functions:"),
+    ("pages/layers.py", "5 · Layer stack", ":material/layers:"),
+    ("pages/prediction.py", "6 · Pooler and prediction", ":material/flag:"),
+]
+
+BUNDLED = "bundled"
+RANDOM = "random"
+LOCAL = "local"
+RANDOM_SEED = 0
+
+IMAGE_SIZES = [32, 48, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384]
+HIDDEN_SIZES = [32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+MAX_HEADS = 32
+MAX_LAYERS = 24
+
+
+# ---------------------------------------------------------------------------------- the run
+@dataclass
+class Run:
+    """What every page draws from: the chosen image, the model and its cached forward pass."""
+
+    image_name: str
+    digest: str
+    source: str  # "bundled", "random", "hub:<repo id>" or "local:<path>"
+    model: torch.nn.Module
+    config: ViTConfig
+    trained: bool
+    core: dict[str, np.ndarray]
+    image: np.ndarray  # uint8 [S, S, 3]: the picture the model saw (resized, de-normalised)
+
+    @property
+    def config_json(self) -> str:
+        return _config_json(self.config)
+
+    @property
+    def id2label(self) -> dict[int, str]:
+        return self.config.id2label
+
+    @property
+    def is_classifier(self) -> bool:
+        return "logits" in self.core
+
+    @property
+    def has_pooler(self) -> bool:
+        return "pooler_output" in self.core
+
+    def layer(self, index: int) -> dict[str, np.ndarray]:
+        """Every tap of encoder layer ``index`` (q, k, v, scores, probs, mlp_pre_act ...), cached."""
+        return _layer_detail(self.digest, self.source, self.config_json, index, self.core["hidden_states"][index])
+
+    def npz_bytes(self) -> bytes:
+        """The core trace as a compressed ``.npz`` file (for the download buttons)."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **self.core)
+        return buffer.getvalue()
+
+
+def _config_json(config: ViTConfig) -> str:
+    return json.dumps(config.to_dict(), sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------- caches
+@st.cache_resource(max_entries=2, show_spinner="Loading the checkpoint ...")
+def _base_model(source: str, _progress: Callable[[float, str], None] | None = None):
+    from .weights import load_checkpoint
+
+    if source == BUNDLED:
+        return load_checkpoint(BUNDLED_DIR)
+    if source.startswith("hub:"):
+        return load_checkpoint(source[4:], progress=_progress)
+    if source.startswith("local:"):
+        return load_checkpoint(source[6:])
+    raise ValueError(f"unknown model source {source!r}")
+
+
+@st.cache_resource(max_entries=3, show_spinner="Building the model ...")
+def _model(source: str, config_json: str):
+    from .model import ViTForImageClassification
+    from .weights import resample
+
+    config = ViTConfig.from_dict(json.loads(config_json))
+    if source == RANDOM:
+        model = ViTForImageClassification(config)
+        model.init_weights(seed=RANDOM_SEED)
+        model.preprocess_spec = PreprocessSpec.for_config(config)
+        model.source = f"random weights (seed {RANDOM_SEED})"
+        return model.eval()
+    base = _base_model(source)
+    changes = {}
+    if config.image_size != base.config.image_size:
+        changes["image_size"] = config.image_size
+    if config.patch_size != base.config.patch_size:
+        changes["patch_size"] = config.patch_size
+    if config.num_attention_heads != base.config.num_attention_heads:
+        changes["num_heads"] = config.num_attention_heads
+    if config.num_hidden_layers != base.config.num_hidden_layers:
+        changes["num_layers"] = config.num_hidden_layers
+    return resample(base, **changes) if changes else base
+
+
+@st.cache_data(max_entries=8, show_spinner="Running the ViT on your image ...")
+def _core_trace(digest: str, source: str, config_json: str, _image_bytes: bytes) -> dict[str, np.ndarray]:
+    model = _model(source, config_json)
+    image = load_image(_image_bytes)
+    pixel_values = to_pixel_values(image, getattr(model, "preprocess_spec", None) or model.config)
+    return run_core(model, pixel_values)
+
+
+@st.cache_data(max_entries=24, show_spinner=False)
+def _layer_detail(digest: str, source: str, config_json: str, index: int, _hidden: np.ndarray) -> dict[str, np.ndarray]:
+    return run_layer(_model(source, config_json), index, _hidden)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def _sample_bytes(name: str) -> bytes:
+    return (SAMPLES_DIR / name).read_bytes()
+
+
+def sample_names() -> list[str]:
+    if not SAMPLES_DIR.is_dir():
+        return []
+    return sorted(p.name for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+
+
+# ---------------------------------------------------------------------------------- sidebar
+def _choose_image() -> tuple[str, bytes] | None:
+    st.sidebar.subheader("Image")
+    names = sample_names()
+    state = st.session_state
+
+    def use_sample():
+        name = state.get("w:sample")
+        if name:
+            state["image"] = (name, _sample_bytes(name))
+
+    if names:
+        st.sidebar.selectbox(
+            "Sample picture", names, key=_persisted("sample", names, names[0]), on_change=use_sample,
+            help="Photos in the public domain and synthetic shapes made by this project's generator.",
+        )
+    upload = st.sidebar.file_uploader(
+        "... or upload your own", type=None, key="upload",
+        help="Any common image format. Big photos are reduced; odd ones get a clear message.",
+    )
+    if upload is not None and state.get("_upload_id") != upload.file_id:
+        state["_upload_id"] = upload.file_id
+        data = upload.getvalue()
+        try:
+            load_image(data)
+        except InvalidImageError as exc:
+            state["_upload_error"] = f"**{upload.name}** was not used: {exc}"
+        else:
+            state["image"] = (upload.name, data)
+            state.pop("_upload_error", None)
+    if state.get("_upload_error"):
+        st.sidebar.error(state["_upload_error"], icon=":material/broken_image:")
+    if "image" not in state and names:
+        use_sample()
+    return state.get("image")
+
+
+def _model_options() -> dict[str, str]:
+    from .weights import KNOWN_CHECKPOINTS
+
+    options = {}
+    if (BUNDLED_DIR / "config.json").is_file():
+        options[BUNDLED] = "Bundled shapes model (trained here, offline)"
+    options[RANDOM] = "Random weights (untrained)"
+    for repo_id, info in KNOWN_CHECKPOINTS.items():
+        options[f"hub:{repo_id}"] = f"{info.title} — Hub, {info.download_mb:.0f} MB"
+    options[LOCAL] = "A checkpoint folder on this computer"
+    return options
+
+
+def _choose_model() -> str | None:
+    st.sidebar.subheader("Model")
+    options = _model_options()
+    choice = st.sidebar.selectbox(
+        "Weights", list(options), format_func=options.get,
+        key=_persisted("model_choice", list(options), next(iter(options))),
+        help="Trained weights show what a real ViT learned; random weights show the bare mechanics.",
+    )
+    if choice.startswith("hub:"):
+        from .weights import KNOWN_CHECKPOINTS
+
+        info = KNOWN_CHECKPOINTS[choice[4:]]
+        st.sidebar.caption(f"{info.description} {info.num_parameters / 1e6:.1f}M parameters; "
+                           f"downloads about {info.download_mb:.0f} MB once, then comes from the cache.")
+    if choice == LOCAL:
+        path = st.sidebar.text_input(
+            "Folder with config.json and model.safetensors", key=_persisted("local_path", None, ""),
+            placeholder="/path/to/checkpoint",
+        ).strip()
+        if not path:
+            st.sidebar.info("Type the folder of a Hugging Face ViT checkpoint (or a .safetensors file).")
+            return None
+        return f"local:{path}"
+    return choice
+
+
+def _load_base(source: str):
+    """The unresampled model behind ``source`` (None for random weights); errors become messages."""
+    if source == RANDOM:
+        return None
+    from .weights import CheckpointError
+
+    bar = st.sidebar.empty()
+
+    def progress(fraction: float, message: str) -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
+
+    try:
+        model = _base_model(source, progress)
+    except (CheckpointError, OSError, ValueError) as exc:
+        bar.empty()
+        st.sidebar.error(f"Could not load this model: {exc}", icon=":material/cloud_off:")
+        return False
+    bar.empty()
+    return model
+
+
+def _divisors(n: int, low: int = 1, high: int | None = None) -> list[int]:
+    high = n if high is None else high
+    return [d for d in range(low, min(n, high) + 1) if n % d == 0]
+
+
+def _persisted(key: str, options: list | None, default):
+    """Prepare the sidebar widget ``w:{key}`` so its value survives page switches and stays valid.
+
+    Streamlit drops a widget's state when a page that does not draw it runs, so the value also
+    lives under the plain ``key``. The current widget value wins; otherwise the saved one is
+    restored. A value that is no longer among ``options`` (patch sizes after the image size
+    changed, say) moves to the nearest valid one.
+    """
+    state = st.session_state
+    widget = f"w:{key}"
+    if widget in state:
+        state[key] = state[widget]
+    value = state.get(key, default)
+    if options is not None and value not in options:
+        if default in options:
+            value = default
+        elif all(isinstance(o, (int, float)) for o in options) and isinstance(value, (int, float)):
+            value = min(options, key=lambda o: abs(o - value))
+        else:
+            value = options[0]
+    state[key] = state[widget] = value
+    return widget
+
+
+def _choose_config(source: str, base_config: ViTConfig) -> ViTConfig:
+    st.sidebar.subheader("Architecture")
+    state = st.session_state
+    trained = source != RANDOM
+    if state.get("_config_source") != source:  # a new model: start from its own shape
+        state["_config_source"] = source
+        for key, value in (("image_size", base_config.image_size), ("patch_size", base_config.patch_size),
+                           ("hidden_size", base_config.hidden_size), ("num_heads", base_config.num_attention_heads),
+                           ("num_layers", base_config.num_hidden_layers),
+                           ("mlp_size", base_config.intermediate_size)):
+            state[key] = value
+            state.pop(f"w:{key}", None)
+
+    sizes = sorted(set(IMAGE_SIZES) | {base_config.image_size})
+    image_size = st.sidebar.select_slider(
+        "Image size (pixels)", sizes, key=_persisted("image_size", sizes, base_config.image_size),
+        help="The picture is resized to this square before it is cut into patches.",
+    )
+    patches = [p for p in _divisors(image_size, 2, image_size // 2 if image_size >= 4 else image_size)
+               if (image_size // p) ** 2 + 1 <= MAX_TOKENS] or [image_size]
+    patch_size = st.sidebar.select_slider(
+        "Patch size (pixels)", patches, key=_persisted("patch_size", patches, base_config.patch_size),
+        help=f"Only sizes that divide the image evenly and keep at most {MAX_TOKENS} tokens are offered.",
+    )
+    hidden_sizes = sorted(set(HIDDEN_SIZES) | {base_config.hidden_size})
+    hidden = st.sidebar.select_slider(
+        "Hidden size D", hidden_sizes, key=_persisted("hidden_size", hidden_sizes, base_config.hidden_size),
+        disabled=trained,
+        help="Length of every token vector." + (" Fixed by the trained weights." if trained else ""),
+    )
+    heads_options = _divisors(hidden, 1, MAX_HEADS)
+    heads = st.sidebar.select_slider(
+        "Attention heads H", heads_options, key=_persisted("num_heads", heads_options, base_config.num_attention_heads),
+        help="Only divisors of the hidden size: each head gets D / H numbers of every token.",
+    )
+    max_layers = base_config.num_hidden_layers if trained else MAX_LAYERS
+    layer_options = list(range(1, max_layers + 1))
+    layers = st.sidebar.select_slider(
+        "Layers L", layer_options, key=_persisted("num_layers", layer_options, base_config.num_hidden_layers),
+        help="Encoder blocks stacked one after another." + (" Trained models keep their first L layers." if trained else ""),
+    )
+    mlp_options = sorted({hidden * m for m in (1, 2, 3, 4)} | {base_config.intermediate_size})
+    mlp = st.sidebar.select_slider(
+        "MLP size M", mlp_options, key=_persisted("mlp_size", mlp_options, base_config.intermediate_size),
+        disabled=trained,
+        help="Width of the hidden layer inside each MLP (usually 4 x D)." + (" Fixed by the trained weights." if trained else ""),
+    )
+    if trained:
+        hidden, mlp = base_config.hidden_size, base_config.intermediate_size
+    config = base_config.replace(
+        image_size=image_size, patch_size=patch_size, hidden_size=hidden, num_attention_heads=heads,
+        num_hidden_layers=layers, intermediate_size=mlp,
+    )
+    return config
+
+
+def _parameter_count(config: ViTConfig, with_pooler: bool, num_labels: int) -> int:
+    d, m, c, p = config.hidden_size, config.intermediate_size, config.num_channels, config.patch_size
+    embeddings = c * p * p * d + d + d + config.num_tokens * d
+    layer = 4 * (d * d + d) + (d * m + m) + (m * d + d) + 4 * d
+    total = embeddings + config.num_hidden_layers * layer + 2 * d
+    if with_pooler:
+        total += d * d + d
+    if num_labels:
+        total += d * num_labels + num_labels
+    return total
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _config_metrics(config: ViTConfig, with_pooler: bool, num_labels: int) -> None:
+    cols = st.sidebar.columns(3)
+    cols[0].metric("Tokens", f"{config.num_tokens:,}", help=f"{config.grid_size} x {config.grid_size} patches + 1 CLS")
+    cols[1].metric("Parameters", f"{_parameter_count(config, with_pooler, num_labels) / 1e6:.2f}M")
+    cols[2].metric("Attention", _human_bytes(attention_memory_bytes(config)),
+                   help="Scores and probabilities of every head of every layer, float32: grows with tokens^2.")
+
+
+def sidebar() -> Run | None:
+    """Draw the shared sidebar and return the current run (None, with a message shown, if nothing can run)."""
+    image = _choose_image()
+    source = _choose_model()
+    if image is None:
+        st.info("Pick a sample picture or upload one in the sidebar to begin.")
+        return None
+    if source is None:
+        st.info("Choose a model in the sidebar.")
+        return None
+    base = _load_base(source)
+    if base is False:
+        st.warning("The chosen model could not be loaded (the reason is in the sidebar). "
+                   "The bundled shapes model and random weights always work offline.")
+        return None
+    base_config = base.config if base is not None else ViTConfig(num_labels=10, id2label={i: f"class {i}" for i in range(10)})
+    config = _choose_config(source, base_config)
+    with_pooler = bool(base is not None and getattr(getattr(base, "vit", base), "pooler", None) is not None)
+    _config_metrics(config, with_pooler, config.num_labels if (base is None or hasattr(base, "classifier")) else 0)
+    try:
+        check_token_budget(config)
+    except ValueError as exc:
+        st.error(str(exc))
+        return None
+
+    name, data = image
+    digest = image_digest(data)
+    config_json = _config_json(config)
+    try:
+        model = _model(source, config_json)
+        core = _core_trace(digest, source, config_json, data)
+    except InvalidImageError as exc:
+        st.error(f"This picture cannot be used: {exc}")
+        return None
+    except (ValueError, RuntimeError) as exc:  # e.g. an impossible resample
+        st.error(f"This combination cannot run: {exc}")
+        return None
+    spec = getattr(model, "preprocess_spec", None)
+    mean = spec.image_mean if spec is not None else (0.5, 0.5, 0.5)
+    std = spec.image_std if spec is not None else (0.5, 0.5, 0.5)
+    picture = display_image(core["pixel_values"], mean, std)
+    st.sidebar.image(picture, caption=f"{name}, as the model sees it ({config.image_size} x {config.image_size})")
+    return Run(image_name=name, digest=digest, source=source, model=model, config=model.config,
+               trained=source != RANDOM, core=core, image=picture)
+
+
+# ---------------------------------------------------------------------------------- page parts
+def stage_header(title: str, summary: str, classes: list[str] | None = None) -> None:
+    """Title, what this stage does in plain words, and which seed classes it covers."""
+    st.title(title)
+    if classes:
+        st.caption("Seed classes on this page: " + " · ".join(f"`{c}`" for c in classes))
+    st.markdown(summary)
+
+
+def shapes(rows: list[tuple[str, str, tuple[int, ...]]]) -> None:
+    """A table of live tensor shapes: (what, named shape such as "[batch, tokens, hidden]", numbers)."""
+    lines = ["| tensor | shape | here |", "|---|---|---|"]
+    for what, named, numbers in rows:
+        lines.append(f"| {what} | `{named}` | `[{', '.join(str(int(n)) for n in numbers)}]` |")
+    st.markdown("\n".join(lines))
+
+
+def einops_expression(code: str, caption: str | None = None) -> None:
+    st.code(textwrap.dedent(code).strip(), language="python")
+    if caption:
+        st.caption(caption)
+
+
+def show_source(*objects: Any, label: str = "The real source code of this stage") -> None:
+    """The actual code of these classes/functions, read with inspect (so it never goes stale)."""
+    with st.expander(label, icon=":material/code:"):
+        for obj in objects:
+            st.code(inspect.getsource(obj), language="python")
+
+
+def download_trace(run: Run, key: str) -> None:
+    st.download_button(
+        "Download this trace (.npz)", data=run.npz_bytes, file_name=f"vit-trace-{run.digest[:12]}.npz",
+        mime="application/octet-stream", key=key, icon=":material/download:",
+        help="Every stage-level tensor of this forward pass as float32 numpy arrays (np.load reads it).",
+        on_click="ignore",
+    )
+
+
+def next_stage(current: str) -> None:
+    """A link to the stage after ``current`` (a page path from PAGES)."""
+    paths = [p for p, _, _ in PAGES]
+    index = paths.index(current)
+    st.divider()
+    if index + 1 < len(PAGES):
+        path, title, icon = PAGES[index + 1]
+        st.page_link(path, label=f"Next stage: {title}", icon=icon)
+    else:
+        st.page_link(PAGES[0][0], label="Back to the overview", icon=PAGES[0][2])
+
+
+def plot(fig, key: str | None = None, **kwargs):
+    """st.plotly_chart with the project's defaults (full width, no Plotly logo)."""
+    return st.plotly_chart(fig, key=key, config={"displaylogo": False}, **kwargs)

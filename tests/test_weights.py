@@ -55,6 +55,7 @@ def test_classifier_round_trip_through_transformers(tmp_path):
     assert ours.config.hidden_size == 32 and ours.config.num_attention_heads == 4
     assert isinstance(ours.preprocess_spec, PreprocessSpec) and ours.preprocess_spec.size == (32, 32)
     assert ours.source.startswith("local:")
+    assert all(t.device.type == "cpu" for t in list(ours.parameters()) + list(ours.buffers()))
     x = pixels()
     with torch.no_grad():
         expected = hf(x).logits

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from .config import ViTConfig
 from .model import ViTForImageClassification, ViTModel
@@ -163,10 +164,25 @@ def _build(kind: type, config: ViTConfig, pooler: bool = True) -> nn.Module:
     """
     make = (lambda: ViTModel(config, add_pooling_layer=pooler)) if kind is ViTModel else (lambda: kind(config))
     try:
-        with torch.device("meta"):
+        with torch.device("meta"), _MetaTruth():
             return make()
     except Exception:  # the initialiser needs real numbers: build it the ordinary way
         return make()
+
+
+class _MetaTruth(TorchFunctionMode):
+    """Answers False when code asks a meta tensor for its truth value.
+
+    Meta tensors have shapes but no numbers, so the model's random initialiser (whose
+    truncated-normal redraw loop asks ``while (...).any():``) cannot run on them as is. Inside
+    this mode that question gets "no", the loop ends, and the model's skeleton is built in
+    milliseconds per layer instead of seconds. Only this thread, only inside ``_build``.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.Tensor.__bool__ and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+            return False
+        return func(*args, **(kwargs or {}))
 
 
 def _assign(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:

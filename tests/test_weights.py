@@ -493,6 +493,14 @@ def test_hub_offline_mode_fails_fast_with_a_helpful_message(tmp_path, monkeypatc
     assert calls and all(0.0 <= f <= 1.0 for f, _ in calls)
 
 
+def test_a_missing_local_folder_that_looks_like_a_repo_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "assets").mkdir()
+    with pytest.raises(HubUnreachableError, match="No local folder 'assets/model' exists either"):
+        load_checkpoint("assets/model", cache_dir=tmp_path / "cache")
+
+
 def test_hub_unreachable_network_fails_fast(tmp_path, monkeypatch):
     # Not offline mode: a real connection attempt to an endpoint nobody listens on.
     from huggingface_hub import constants

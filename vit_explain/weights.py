@@ -533,7 +533,9 @@ def _load_directory(directory: Path, *, config, num_heads, notes: list[str], sou
         if config is None:
             notes.append("No config.json: the architecture was worked out from the weights' shapes.")
     return _attach(
-        _model_from_state_dict(state, config=config, num_heads=num_heads, what=source, notes=notes, config_hint=hint),
+        _model_from_state_dict(
+            state, config=config, num_heads=num_heads, what=source.split(": ", 1)[-1], notes=notes, config_hint=hint
+        ),
         spec=_load_spec(directory / PREPROCESSOR_NAME, notes),
         source=source,
         notes=notes,
@@ -616,7 +618,12 @@ def load_checkpoint(
 
     text = os.fspath(source)
     if _REPO_ID.fullmatch(text) and not text.startswith((".", "/", "~")):
-        directory = _hub_download(text, revision=revision, cache_dir=cache_dir, report=report)
+        try:
+            directory = _hub_download(text, revision=revision, cache_dir=cache_dir, report=report)
+        except CheckpointError as exc:
+            if Path(text.split("/")[0]).is_dir():  # probably meant as a local path
+                raise type(exc)(f"{exc} (No local folder {str(path)!r} exists either, seen from {os.getcwd()}.)") from exc
+            raise
         report(0.97, "Building the model")
         model = _load_directory(directory, config=config, num_heads=num_heads, notes=notes, source=f"hub: {text}")
         report(1.0, "Loaded")

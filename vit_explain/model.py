@@ -278,18 +278,13 @@ class _InitMixin:
     config: ViTConfig
 
     def init_weights(self, seed: int | None = None) -> None:
-        """Hugging Face's ViT initialisation: truncated normals, zero biases, unit layer norms."""
+        """Hugging Face's ViT initialisation: (truncated) normals, zero biases, unit layer norms."""
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         std = self.config.initializer_range
 
         def trunc(t: torch.Tensor) -> None:
-            with torch.no_grad():
-                values = torch.empty(t.shape, dtype=torch.float32)
-                values.normal_(0.0, std, generator=generator)
-                # redraw anything beyond two standard deviations, as trunc_normal_ does
-                while (bad := values.abs() > 2 * std).any():
-                    values[bad] = torch.empty(int(bad.sum()), dtype=torch.float32).normal_(0.0, std, generator=generator)
-                t.copy_(values)
+            # transformers' choice: a normal with std=initializer_range truncated at +-2 (absolute)
+            nn.init.trunc_normal_(t, mean=0.0, std=std, a=-2.0, b=2.0, generator=generator)
 
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Conv2d)):
@@ -344,7 +339,9 @@ class ViTForImageClassification(_InitMixin, nn.Module):
         self.vit = ViTModel(config, add_pooling_layer=False)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.tap_logits = Tap("logits")
-        self.init_weights()
+        if isinstance(self.classifier, nn.Linear):  # the encoder was initialised by ViTModel already
+            nn.init.trunc_normal_(self.classifier.weight, std=config.initializer_range, a=-2.0, b=2.0)
+            nn.init.zeros_(self.classifier.bias)
 
     def forward(
         self, pixel_values: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False

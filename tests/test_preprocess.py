@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from pathlib import Path
 import torch
 from PIL import Image, JpegImagePlugin
 
@@ -530,13 +531,14 @@ def hf_processor_class():
 
 @pytest.fixture(scope="module")
 def photos():
-    data = pytest.importorskip("skimage.data")
-    chelsea = Image.fromarray(data.chelsea())
+    # real photos shipped with the app (public domain / CC0, see assets/samples/LICENSES.md)
+    samples = Path(__file__).resolve().parent.parent / "assets" / "samples"
+    chelsea = load_image(samples / "chelsea.jpg")
     return {
-        "astronaut": Image.fromarray(data.astronaut()),  # 512 x 512
-        "chelsea": chelsea,  # 451 x 300, wide
-        "chelsea-tall": chelsea.transpose(Image.Transpose.TRANSPOSE),  # 300 x 451
-        "coffee": Image.fromarray(data.coffee()),  # 600 x 400
+        "astronaut": load_image(samples / "astronaut.jpg"),  # 512 x 512
+        "chelsea": chelsea,  # wide
+        "chelsea-tall": chelsea.transpose(Image.Transpose.TRANSPOSE),  # tall
+        "coffee": load_image(samples / "coffee.jpg"),  # 3:2
         "noise-small": noise(37, 91, seed=7),  # upsampled, odd sizes
         "gradient": Image.linear_gradient("L").resize((300, 200)).convert("RGB"),
     }

@@ -1,9 +1,290 @@
-"""Placeholder while the page is being written."""
+"""3 · Self-attention: queries, keys and values; scores and softmax; where every head looks.
 
+Top to bottom: what attention does, the live shapes, the einops lines and the real source; the
+layer/head pickers; click a patch to see where every head looks from it; one head's Q, K, V;
+its scores before and after the softmax; what CLS looks at; how focused each head is; the output
+projection (ViTSelfOutput). Changing the layer, the head or the query never reruns the model:
+the layer's taps come from ``run.layer`` (cached) and the pictures from the caches below.
+"""
+
+import numpy as np
 import streamlit as st
 
-from vit_explain import ui
+from vit_explain import analysis, ui
+from vit_explain.charts import attention as charts
+from vit_explain.charts.common import clicked_patch
+from vit_explain.model import ViTAttention, ViTSelfAttention, ViTSelfOutput
 
+PAGE = "pages/attention.py"
+
+
+# ---------------------------------------------------------------------------------- cached helpers
+@st.cache_data(max_entries=16, show_spinner=False)
+def picture_uri(digest: str, source: str, config_json: str, _image: np.ndarray) -> str:
+    return charts.image_uri(_image)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def query_tiles(digest, source, config_json, layer: int, query: int, stretch: bool, _image, _probs):
+    """Where every head of ``layer`` looks from ``query``: (tiles, maps [H, g, g], to_cls [H], zmax)."""
+    grid = int(round((_probs.shape[-1] - 1) ** 0.5))
+    maps, to_cls = charts.query_maps(_probs, query, grid)
+    zmax = float(maps.max()) if stretch and maps.max() > 0 else 1.0
+    return charts.overlay_tiles(_image, maps, 0.0, zmax), maps, to_cls, zmax
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cls_tiles(digest, source, config_json, layer: int, stretch: bool, _image, _probs):
+    grid = int(round((_probs.shape[-1] - 1) ** 0.5))
+    maps, to_self = charts.cls_maps(_probs, grid)
+    zmax = float(maps.max()) if stretch and maps.max() > 0 else 1.0
+    return charts.overlay_tiles(_image, maps, 0.0, zmax), maps, to_self, zmax
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def head_stats(digest, source, config_json, layer: int, grid: int, patch_size: int, _probs):
+    """(entropy [H] in nats, mean attention distance [H] in pixels, distance of uniform attention)."""
+    entropy = analysis.attention_entropy([_probs])[0]
+    distance = analysis.mean_attention_distance(_probs, grid, patch_size)
+    return entropy, distance, charts.uniform_attention_distance(grid, patch_size)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def head_shares(digest, source, config_json, layer: int, _context, _model):
+    """Norm of each head's share of the attention output: [H, T] (and the largest reassembly error)."""
+    dense = getattr(_model, "vit", _model).encoder.layer[layer].attention.output.dense
+    weight = dense.weight.detach().cpu().numpy().astype(np.float32)
+    bias = dense.bias.detach().cpu().numpy().astype(np.float64) if dense.bias is not None else 0.0
+    heads = _model.config.num_attention_heads
+    parts = charts.head_contributions(_context, weight, heads)  # [H, T, D]
+    return np.linalg.norm(parts, axis=-1), parts.sum(0) + bias
+
+
+def remembered(key: str, valid, default) -> str:
+    """Prepare widget ``key`` so its value survives page switches; an invalid value becomes ``default``.
+
+    Streamlit forgets a widget's value when a page without it runs, so a copy lives under
+    ``key + "#"``; ``valid(value)`` says whether a value still fits the current config.
+    """
+    state, saved = st.session_state, key + "#"
+    if key in state:
+        state[saved] = state[key]
+    value = state.get(saved, default)
+    if not valid(value):
+        value = default
+    state[saved] = state[key] = value
+    return key
+
+
+def index_picker(label: str, count: int, key: str, noun: str, default: int = 0, help: str | None = None) -> int:
+    key = remembered(key, lambda v: isinstance(v, (int, np.integer)) and 0 <= v < count, min(default, count - 1))
+    if count == 1:
+        st.markdown(f"**{label}:** {noun} 0 (the only one)")
+        return 0
+    return st.select_slider(label, list(range(count)), key=key, format_func=lambda i: f"{noun} {i}", help=help)
+
+
+def is_flag(value) -> bool:
+    return isinstance(value, bool)
+
+
+def patch_label(patch: int, grid: int) -> str:
+    row, col = divmod(int(patch), grid)
+    return f"query patch {patch} (row {row}, col {col})"
+
+
+# ---------------------------------------------------------------------------------- the page
 run = ui.sidebar()
-st.title("attention")
-ui.next_stage("pages/attention.py")
+if run is None:
+    st.stop()
+cfg = run.config
+T, D, H, d, g, P = cfg.num_tokens, cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim, cfg.grid_size, cfg.patch_size
+
+ui.stage_header(
+    "3 · Self-attention",
+    "Self-attention is how the tokens talk to each other. Every token makes three vectors from its own numbers: "
+    "a **query** (what am I looking for?), a **key** (what do I contain?) and a **value** (what do I pass on?). "
+    "Each token compares its query with every key, turns the match scores into weights that add up to 1 "
+    "(the softmax), and collects a weighted mix of the values. Several **heads** do this side by side, each "
+    "on its own slice of the numbers, and a final linear layer mixes the heads back together.",
+    ["ViTAttention", "ViTSelfAttention", "ViTSelfOutput"],
+)
+ui.shapes([
+    ("input x (after layernorm_before)", "[batch, tokens, hidden]", (1, T, D)),
+    ("q, k, v (split into heads)", "[batch, heads, tokens, head_dim]", (1, H, T, d)),
+    ("scores = q kᵀ / √d, probs = softmax(scores)", "[batch, heads, tokens, tokens]", (1, H, T, T)),
+    ("context = probs v, heads merged", "[batch, tokens, hidden]", (1, T, D)),
+    ("attention_output = dense(context)", "[batch, tokens, hidden]", (1, T, D)),
+])
+ui.einops_expression(
+    f"""
+    q = rearrange(query(x), "b t (h d) -> b h t d", h={H})     # [1, {T}, {D}] -> [1, {H}, {T}, {d}]
+    scores = einsum(q, k, "b h i d, b h j d -> b h i j") * {d}**-0.5   # [1, {H}, {T}, {T}]
+    probs = softmax(scores, dim=-1)                               # each row sums to 1
+    context = einsum(probs, v, "b h i j, b h j d -> b h i d")    # [1, {H}, {T}, {d}]
+    context = rearrange(context, "b h t d -> b t (h d)")          # [1, {T}, {D}]: heads side by side again
+    """,
+    f"The {D} numbers of every token are read as {H} head{'s' if H > 1 else ''} of d = {D} / {H} = {d} numbers. "
+    "These are the lines of ViTSelfAttention.forward below.",
+)
+ui.show_source(ViTSelfAttention, ViTSelfOutput, ViTAttention)
+
+st.header("Pick a layer and a head")
+c1, c2, c3 = st.columns([3, 3, 2], vertical_alignment="bottom")
+with c1:
+    layer = index_picker("Layer", cfg.num_hidden_layers, "attn:layer", "layer",
+                         help="Every encoder layer has its own attention with its own weights.")
+with c2:
+    head = index_picker("Head", H, "attn:head", "head", help="The head shown in the Q/K/V and score charts.")
+with c3:
+    stretch = st.toggle("Stretch colours", key=remembered("attn:stretch", is_flag, False),
+                        help="Attention maps use a fixed 0..1 scale. Spread over many patches, weights are small "
+                             "(1 / tokens each when uniform) and look dark: stretch the scale to the largest "
+                             "weight shown (still shared by all heads).")
+taps = run.layer(layer)
+probs = taps["probs"]  # [H, T, T]
+
+
+@st.fragment
+def query_explorer(run, layer: int, head: int, stretch: bool) -> None:
+    """Click a patch: it becomes the query, and every head of the layer shows where it looks."""
+    g, P, H, T = run.config.grid_size, run.config.patch_size, run.config.num_attention_heads, run.config.num_tokens
+    probs = run.layer(layer)["probs"]
+    state, n = st.session_state, g * g
+    clicked = clicked_patch(state.get("attn:query_image"))
+    if clicked is not None and clicked != state.get("attn:last_click") and 0 <= clicked < n:
+        state["attn:query"] = clicked
+    state["attn:last_click"] = clicked
+    query = state.get("attn:query")
+    if not isinstance(query, (int, np.integer)) or not 0 <= query < n:
+        query = (g // 2) * g + g // 2  # the middle of the picture
+    state["attn:query"] = state["attn:query_input"] = int(query)
+
+    left, right = st.columns([1, 2])
+    with left:
+        picker = charts.query_picker(run.image, P, query, "Click a patch to make it the query",
+                                     source=picture_uri(run.digest, run.source, run.config_json, run.image))
+        ui.plot(picker, key="attn:query_image", on_select="rerun", selection_mode="points")
+        st.number_input("... or type the query patch", min_value=0, max_value=n - 1, step=1, key="attn:query_input",
+                        on_change=lambda: state.update({"attn:query": int(state["attn:query_input"])}),
+                        help=f"Patches are numbered row by row from 0 to {n - 1}; the query is token patch + 1.")
+    tiles, maps, to_cls, zmax = query_tiles(run.digest, run.source, run.config_json, layer, query, stretch,
+                                            run.image, probs)
+    titles = [f"<b>head {h} ◂</b>" if h == head else f"head {h}" for h in range(H)]
+    titles = [f"{t} · CLS {100 * c:.0f}%" for t, c in zip(titles, to_cls)]
+    with right:
+        fig = charts.overlay_facets(
+            tiles, maps, titles, f"Layer {layer}: where each head looks from {patch_label(query, g)}",
+            zmax=zmax, mark_patch=query, hover_label="weight")
+        ui.plot(fig, key="attn:query_heads")
+        st.caption(
+            f"Each panel is one row of that head's attention matrix: the weights token {query + 1} "
+            f"({patch_label(query, g)}, outlined) gives to the {n} patches, coloured on "
+            + ("a fixed 0..1 scale" if zmax == 1.0 else f"0..{zmax:.3f} (stretched, shared by all heads)")
+            + ". The rest of each row goes to CLS (percentage in the title). Uniform attention would give every "
+            f"token 1/{T} = {1 / T:.4f}."
+        )
+
+
+st.header("Click a patch: where does each head look?")
+query_explorer(run, layer, head, stretch)
+
+st.header(f"Inside head {head}: queries, keys and values")
+st.markdown(
+    f"The linear layers `query`, `key` and `value` each turn a token's {D} numbers into {D} new ones. "
+    f"`rearrange(x, \"b t (h d) -> b h t d\", h={H})` then cuts those {D} numbers into {H} consecutive "
+    f"block{'s' if H > 1 else ''} of {d}: head {head} owns numbers {head * d} to {(head + 1) * d - 1}. "
+    "Nothing is copied or computed: it is the same vector read as a grid."
+)
+ui.plot(charts.head_split(taps["q"][:, 0, :].reshape(-1), H, head,
+                          f"The CLS token's query vector ({D} numbers) read as {H} heads x {d} dims"),
+        key="attn:split")
+ui.plot(charts.qkv_heatmaps(taps["q"][head], taps["k"][head], taps["v"][head],
+                            f"Layer {layer}, head {head}: Q, K and V, each [tokens {T}, head_dim {d}]"), key="attn:qkv")
+
+st.header("Scores before and after the softmax")
+st.markdown(
+    f"Entry (i, j) of the score matrix is q_i · k_j / √{d}: how well query token i matches key token j "
+    f"(dividing by √d = {d ** 0.5:.2f} keeps the numbers in a range where the softmax still spreads). "
+    "The softmax along each row turns the scores into weights between 0 and 1 that add up to 1: that is the "
+    "attention matrix. Row 0 and column 0 (outlined in orange) belong to the CLS token."
+)
+mean_heads = st.toggle("Average over all heads", key=remembered("attn:mean_heads", is_flag, False),
+                       help="Show the mean of the layer's heads instead of the chosen head.")
+which = f"mean of {H} heads" if mean_heads else f"head {head}"
+scores = taps["scores"].mean(0) if mean_heads else taps["scores"][head]
+weights = probs.mean(0) if mean_heads else probs[head]
+left, right = st.columns(2)
+with left:
+    ui.plot(charts.token_matrix(scores, f"Scores q·kᵀ/√d, layer {layer}, {which}", kind="scores"),
+            key="attn:scores")
+wmax = float(weights.max()) if stretch and weights.max() > 0 else 1.0
+with right:
+    ui.plot(charts.token_matrix(weights, f"Attention = softmax(scores), layer {layer}, {which}"
+                                + ("" if wmax == 1.0 else f" (colours 0..{wmax:.3f})"), kind="probs", zmax=wmax),
+            key="attn:probs")
+row_error = float(np.abs(weights.sum(-1) - 1.0).max())
+st.caption(f"Check: every row of the attention matrix sums to 1 (largest deviation here: {row_error:.1e}). "
+           f"Scores here run from {scores.min():.2f} to {scores.max():.2f}; the heatmap centres them on 0.")
+
+st.header("What the CLS token looks at")
+st.markdown(
+    "CLS is the token the classifier reads at the end, so its row of the attention matrix shows which patches "
+    "feed the prediction in this layer. One panel per head, on one shared colour scale."
+)
+tiles, cmaps, to_self, czmax = cls_tiles(run.digest, run.source, run.config_json, layer, stretch, run.image, probs)
+ui.plot(charts.overlay_facets(
+    tiles, cmaps, [f"head {h} · self {100 * s:.0f}%" for h, s in enumerate(to_self)],
+    f"Layer {layer}: attention of the CLS token over the {g}x{g} patches, per head", zmax=czmax,
+    cols=H if H <= 6 else (6 if H <= 24 else 8), cell=200, hover_label="weight"), key="attn:cls")
+
+st.header("How focused is each head?")
+entropy, distance, uniform = head_stats(run.digest, run.source, run.config_json, layer, g, P, probs)
+left, right = st.columns(2)
+with left:
+    ui.plot(charts.entropy_bars(entropy, T, f"Attention entropy per head, layer {layer}", chosen=head),
+            key="attn:entropy")
+    st.caption(f"Entropy of each attention row, averaged over the {T} queries. log {T} = {np.log(T):.2f} means "
+               "the weight is spread evenly over all tokens; 0 means each query looks at one token only.")
+with right:
+    ui.plot(charts.distance_bars(distance, uniform, f"Mean attention distance per head, layer {layer}", chosen=head),
+            key="attn:distance")
+    st.caption("How far, in pixels, a patch looks on average (weights times distances between patch centres; "
+               "the ViT paper's Figure 7). Small: local, like a convolution; near the dashed line: global. "
+               "The Layer stack page shows every layer at once.")
+if not run.trained:
+    st.info("These are random weights: every score is close to 0, so every head spreads its attention almost "
+            "evenly. Choose trained weights in the sidebar to see heads that focus.", icon=":material/casino:")
+
+st.header("The output projection (ViTSelfOutput)")
+shares, rebuilt = head_shares(run.digest, run.source, run.config_json, layer, taps["context"], run.model)
+st.markdown(
+    f"The heads' outputs sit side by side in `context` [{T}, {D}]. The `dense` layer of ViTSelfOutput "
+    f"(a {D} x {D} matrix plus a bias) mixes them into `attention_output` [{T}, {D}]: every output number "
+    f"draws on all {H} heads. Splitting its weight matrix into the heads' column blocks writes the output "
+    f"as a sum of one term per head (plus the bias); the heatmap shows how big each head's term is per token."
+)
+left, right = st.columns(2)
+with left:
+    norms = {"x after layernorm_before (input)": np.linalg.norm(taps["layernorm_before"], axis=-1),
+             "context (heads merged)": np.linalg.norm(taps["context"], axis=-1),
+             "attention_output (after dense)": np.linalg.norm(taps["attention_output"], axis=-1)}
+    ui.plot(charts.token_norm_lines(norms, f"Token sizes before and after the projection, layer {layer}"),
+            key="attn:norms")
+with right:
+    ui.plot(charts.contribution_heatmap(shares, f"Size of each head's share of attention_output, layer {layer}"),
+            key="attn:shares")
+stream = np.linalg.norm(run.core["hidden_states"][layer], axis=-1).mean()
+update = np.linalg.norm(taps["attention_output"], axis=-1).mean()
+st.markdown(
+    f"**Then the residual.** ViTAttention hands `attention_output` back to ViTLayer, which *adds* it to the "
+    f"layer's input (the un-normalised x, not the layernorm output): `x = x + attention_output`. Here the "
+    f"update is on average {update:.2f} long against {stream:.2f} for the tokens it is added to "
+    f"({update / max(stream, 1e-12):.0%}), so attention nudges the residual stream rather than replacing it. "
+    "The MLP and Layer stack pages follow the stream from there."
+)
+st.caption(f"Check: the per-head terms plus the bias rebuild attention_output to within "
+           f"{float(np.abs(rebuilt - taps['attention_output']).max()):.1e}.")
+
+ui.download_trace(run, key="attn:download")
+ui.next_stage(PAGE)

@@ -1,0 +1,309 @@
+"""Figures for the layer-stack page (ViTLayer, ViTEncoder): what happens to the tokens with depth.
+
+Pure functions: numpy arrays in, Plotly figures (or small arrays / strings) out; no Streamlit.
+The numbers come from :mod:`vit_explain.analysis`; this module only lays them out. Pictures under
+overlays are sent as a compressed JPEG data URI (a few tens of KB) instead of a raw uint8 array
+(150 KB per copy at 224 x 224), so a page can show the photo several times within its budget.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .common import ATTENTION_SCALE, equal_axes, f32, grid_lines, style
+
+#: Qualitative colours for heads (cycled when there are more heads than colours).
+HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf", "#393b79", "#ad494a", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+
+
+# ------------------------------------------------------------------------------- pictures
+def picture_source(image: np.ndarray, quality: int = 88) -> str:
+    """A uint8 [H, W, 3] picture as a JPEG data URI (what ``go.Image(source=...)`` takes)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def picture_trace(image: np.ndarray, source: str | None = None) -> go.Image:
+    """The picture as a light-weight image trace in pixel coordinates (y downwards)."""
+    return go.Image(source=source or picture_source(image), x0=0, y0=0, dx=1, dy=1, hoverinfo="skip")
+
+
+def _map_trace(values: np.ndarray, image_size: int, *, zmin, zmax, colorscale, opacity, showscale,
+               colorbar_title, name) -> go.Heatmap:
+    """A [g, g] map stretched over an image axis of ``image_size`` pixels (cell centres at patch centres)."""
+    g = values.shape[0]
+    step = image_size / g
+    return go.Heatmap(
+        z=f32(values), x0=step / 2 - 0.5, dx=step, y0=step / 2 - 0.5, dy=step, zmin=zmin, zmax=zmax,
+        colorscale=colorscale, opacity=opacity, showscale=showscale, name=name,
+        colorbar=dict(title=dict(text=colorbar_title, side="right")),
+        hovertemplate=f"{name}<br>patch centre x %{{x:.0f}}, y %{{y:.0f}} px: %{{z:.4f}}<extra></extra>",
+    )
+
+
+def overlay_panels(image: np.ndarray, maps: list[np.ndarray], titles: list[str], title: str, *,
+                   colorbar_title: str, zmin: float = 0.0, zmax: float = 1.0,
+                   colorscale: str = ATTENTION_SCALE, opacity: float = 0.65, height: int = 430,
+                   patch_size: int | None = None) -> go.Figure:
+    """Several [g, g] maps side by side, each over the picture, on ONE shared colour scale."""
+    n = len(maps)
+    size = int(image.shape[0])
+    source = picture_source(image)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=titles, horizontal_spacing=0.04)
+    for i, values in enumerate(maps):
+        fig.add_trace(picture_trace(image, source), row=1, col=i + 1)
+        fig.add_trace(_map_trace(values, size, zmin=zmin, zmax=zmax, colorscale=colorscale, opacity=opacity,
+                                 showscale=(i == n - 1), colorbar_title=colorbar_title, name=titles[i]),
+                      row=1, col=i + 1)
+        if patch_size:
+            grid_lines(fig, size, patch_size, row=1, col=i + 1, color="rgba(255,255,255,0.25)", width=0.5)
+        equal_axes(fig, row=1, col=i + 1)
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, range=[-0.5, size - 0.5])
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, range=[size - 0.5, -0.5],
+                     autorange=False)
+    return style(fig, title, height=height)
+
+
+# ------------------------------------------------------------------------------- the block
+def layer_block_dot(layer_index: int | None = None) -> str:
+    """Graphviz DOT source of one pre-norm ViTLayer: two branches, each added back to the stream."""
+    name = "ViTLayer" if layer_index is None else f"ViTLayer {layer_index}"
+    return f"""
+digraph vitlayer {{
+  rankdir=TB; bgcolor="transparent"; nodesep=0.5; ranksep=0.28;
+  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=12, fillcolor="#eef3fb", color="#5b7db1"];
+  edge [color="#444444", arrowsize=0.7];
+  x_in [label="x\\n[b, t, d]", shape=plaintext, fillcolor="transparent"];
+  ln1 [label="layernorm_before"];
+  att [label="ViTAttention\\n(heads mix tokens)", fillcolor="#dbe8ff"];
+  add1 [label="+", shape=circle, fillcolor="#fff3c4", color="#c9a227", width=0.35, fixedsize=true];
+  ln2 [label="layernorm_after"];
+  mlp [label="ViTIntermediate + ViTOutput.dense\\n(MLP, each token alone)", fillcolor="#dff5e1"];
+  add2 [label="+", shape=circle, fillcolor="#fff3c4", color="#c9a227", width=0.35, fixedsize=true];
+  x_out [label="x\\n[b, t, d]", shape=plaintext, fillcolor="transparent"];
+  x_in -> ln1 -> att -> add1;
+  x_in -> add1 [label="residual", fontsize=9, color="#c9a227", style=dashed];
+  add1 -> ln2 -> mlp -> add2;
+  add1 -> add2 [label="residual", fontsize=9, color="#c9a227", style=dashed];
+  add2 -> x_out;
+  labelloc="t"; fontname="Helvetica"; fontsize=13; label="{name}";
+}}"""
+
+
+# ------------------------------------------------------------------------------- residual stream
+def stream_norms(hidden_states: np.ndarray, residuals: np.ndarray) -> dict[str, np.ndarray]:
+    """Norms of the residual stream and of what each branch adds to it, per layer and token.
+
+    ``hidden_states`` [L+1, T, D] (stream before layer l = hidden_states[l]); ``residuals`` [L, T, D]
+    (the stream after layer l's attention branch was added). Returns float32 arrays:
+    ``stream`` [L+1, T] (norm of the stream), ``attention`` [L, T] (norm of the attention branch's
+    update = residual - input) and ``mlp`` [L, T] (norm of the MLP branch's update = output - residual).
+    """
+    h = np.asarray(hidden_states, dtype=np.float64)
+    r = np.asarray(residuals, dtype=np.float64)
+    if h.ndim != 3 or r.shape != (h.shape[0] - 1,) + h.shape[1:]:
+        raise ValueError(f"stream_norms: expected hidden [L+1, T, D] and residuals [L, T, D], got {h.shape}, {r.shape}")
+    return {
+        "stream": f32(np.linalg.norm(h, axis=-1)),
+        "attention": f32(np.linalg.norm(r - h[:-1], axis=-1)),
+        "mlp": f32(np.linalg.norm(h[1:] - r, axis=-1)),
+    }
+
+
+def stream_figure(norms: dict[str, np.ndarray], token: int | None, token_label: str) -> go.Figure:
+    """Lines over depth: the stream's norm after each layer and the size of each branch's update.
+
+    ``token`` None averages over the patch tokens (index 1 onwards); otherwise that one token.
+    """
+    def pick(a: np.ndarray) -> np.ndarray:
+        if token is None:
+            return f32(a[:, 1:].mean(axis=1) if a.shape[1] > 1 else a[:, 0])
+        return f32(a[:, token])
+
+    stream, attn, mlp = pick(norms["stream"]), pick(norms["attention"]), pick(norms["mlp"])
+    L = len(attn)
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=np.arange(L + 1, dtype=np.int32), y=stream, mode="lines+markers", name="‖stream x‖",
+                             line=dict(color="#333333", width=3),
+                             hovertemplate="after layer %{x}: ‖x‖ = %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=np.arange(1, L + 1, dtype=np.int32), y=attn, mode="lines+markers",
+                             name="‖attention update‖", line=dict(color="#3b6fd4"),
+                             hovertemplate="layer %{x}: attention adds ‖·‖ = %{y:.3f}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=np.arange(1, L + 1, dtype=np.int32), y=mlp, mode="lines+markers",
+                             name="‖MLP update‖", line=dict(color="#2e9e52"),
+                             hovertemplate="layer %{x}: the MLP adds ‖·‖ = %{y:.3f}<extra></extra>"))
+    fig.update_xaxes(dtick=1 if L <= 24 else None, rangemode="tozero")
+    fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.75)"))
+    return style(fig, f"The residual stream across depth ({token_label})", height=380,
+                 x_title="layer (0 = embeddings)", y_title="vector length (L2 norm)")
+
+
+def layer_similarity_figure(similarity: np.ndarray) -> go.Figure:
+    """Line: mean cosine similarity of each token before and after every layer."""
+    sim = f32(similarity)
+    x = np.arange(1, len(sim) + 1, dtype=np.int32)
+    fig = go.Figure(go.Scatter(x=x, y=sim, mode="lines+markers", line=dict(color="#8a3ffc", width=3),
+                               hovertemplate="layer %{x}: cos(x before, x after) = %{y:.4f}<extra></extra>",
+                               name="cosine similarity"))
+    low = float(min(0.0, sim.min())) if sim.size else 0.0
+    fig.update_yaxes(range=[low - 0.02, 1.02])
+    fig.update_xaxes(dtick=1 if len(sim) <= 24 else None)
+    return style(fig, "How much each layer turns the tokens", height=380,
+                 x_title="layer", y_title="cos(token before, token after)")
+
+
+# ------------------------------------------------------------------------------- token norms
+def token_labels(num_tokens: int, grid: int) -> list[str]:
+    """Readable names: "CLS", then "patch k (row r, col c)"."""
+    out = ["CLS"]
+    for k in range(num_tokens - 1):
+        r, c = divmod(k, grid)
+        out.append(f"patch {k} (row {r}, col {c})")
+    return out
+
+
+def token_norms_figure(norms: np.ndarray, mask: np.ndarray, grid: int, *, relative: bool = False) -> go.Figure:
+    """Heatmap layers x tokens of token norms; flagged high-norm tokens marked with a ring.
+
+    ``relative`` divides each layer's row by the median norm of its patch tokens, so outliers stand
+    out even though the whole stream grows with depth.
+    """
+    norms = f32(norms)
+    Lp1, T = norms.shape
+    if relative:
+        body = norms[:, 1:] if T > 1 else norms
+        med = np.median(body, axis=1, keepdims=True)
+        shown = f32(np.divide(norms, med, out=np.ones_like(norms), where=med > 0))
+        bar, hover = "‖token‖ / layer median", "after layer %{y}, token %{x}: %{z:.2f} x the median<extra></extra>"
+    else:
+        shown = norms
+        bar, hover = "‖token‖", "after layer %{y}, token %{x}: ‖x‖ = %{z:.3f}<extra></extra>"
+    fig = go.Figure(go.Heatmap(
+        z=shown, x0=0, dx=1, y0=0, dy=1, colorscale="Plasma", zmin=0,
+        colorbar=dict(title=dict(text=bar, side="right")), hovertemplate=hover))
+    ys, xs = np.nonzero(np.asarray(mask, dtype=bool))
+    if len(xs):
+        fig.add_trace(go.Scatter(x=xs.astype(np.int32), y=ys.astype(np.int32), mode="markers",
+                                 marker=dict(symbol="circle-open", size=9, color="#00e5ff", line=dict(width=2)),
+                                 name="high-norm outlier", showlegend=True,
+                                 hovertemplate="outlier: token %{x} after layer %{y}<extra></extra>"))
+        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"))
+    fig.update_yaxes(autorange="reversed", dtick=1 if Lp1 <= 25 else None)
+    fig.update_xaxes(range=[-0.5, T - 0.5])
+    return style(fig, "Token norms after every layer (token 0 = CLS, then patches row by row)",
+                 height=max(300, 26 * Lp1 + 140), x_title="token", y_title="layer (0 = embeddings)")
+
+
+# ------------------------------------------------------------------------------- CLS attention per layer
+def cls_attention_maps(attentions: np.ndarray, grid: int) -> np.ndarray:
+    """CLS query's attention on each patch, averaged over heads, per layer: [L, g, g] (raw weights)."""
+    a = np.asarray(attentions, dtype=np.float32)
+    if a.ndim != 4 or a.shape[-1] != grid * grid + 1:
+        raise ValueError(f"cls_attention_maps: expected [L, H, T, T] with T = {grid * grid + 1}, got {a.shape}")
+    return f32(a[:, :, 0, 1:].mean(axis=1).reshape(a.shape[0], grid, grid))
+
+
+def cls_attention_facets(maps: np.ndarray, *, relative: bool, cols: int = 6, cell: int = 170) -> go.Figure:
+    """Small multiples of the per-layer CLS attention maps, one shared 0..1 colour scale.
+
+    ``relative`` divides each map by its own maximum (so a layer's strongest patch is 1 and the
+    pattern is visible even when the weights are tiny); otherwise the raw softmax weights are shown.
+    Hover always shows the raw weight.
+    """
+    maps = f32(maps)
+    L, g, _ = maps.shape
+    shown = maps / np.maximum(maps.reshape(L, -1).max(axis=1), 1e-12)[:, None, None] if relative else maps
+    cols = max(1, min(cols, L))
+    rows = -(-L // cols)
+    titles = [f"layer {i + 1}" for i in range(L)]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.015,
+                        vertical_spacing=min(0.12, 0.3 / rows) if rows > 1 else 0.02)
+    bar = "share of layer max" if relative else "attention weight"
+    for i in range(L):
+        r, c = divmod(i, cols)
+        fig.add_trace(go.Heatmap(
+            z=f32(shown[i]), customdata=maps[i], zmin=0.0, zmax=1.0, colorscale=ATTENTION_SCALE, showscale=(i == 0),
+            colorbar=dict(title=dict(text=bar, side="right")),
+            hovertemplate=f"layer {i + 1}<br>patch row %{{y}}, col %{{x}}<br>weight %{{customdata:.4f}}<extra></extra>"),
+            row=r + 1, col=c + 1)
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False)
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, autorange="reversed")
+    for i in range(L):
+        axis = "" if i == 0 else str(i + 1)
+        fig.layout[f"yaxis{axis}"].scaleanchor = f"x{axis}"
+        fig.layout[f"yaxis{axis}"].constrain = "domain"
+        fig.layout[f"xaxis{axis}"].constrain = "domain"
+    what = "each map scaled to its own maximum" if relative else "raw softmax weights"
+    return style(fig, f"Where CLS looks, layer by layer (mean over heads; {what})", height=rows * cell + 90)
+
+
+# ------------------------------------------------------------------------------- Figure 7 (right)
+def attention_distance_figure(distance: np.ndarray, *, uniform_px: float | None = None,
+                              image_size: int | None = None) -> go.Figure:
+    """Scatter: x = layer, y = mean attention distance in pixels, one dot per head (Fig. 7 right)."""
+    d = f32(distance)
+    L, H = d.shape
+    fig = go.Figure()
+    offsets = (np.arange(H, dtype=np.float32) - (H - 1) / 2) * (0.5 / max(H, 1)) if H > 1 else np.zeros(1, np.float32)
+    for h in range(H):
+        fig.add_trace(go.Scatter(
+            x=f32(np.arange(1, L + 1) + offsets[h]), y=d[:, h], mode="markers", name=f"head {h}",
+            marker=dict(size=8, color=HEAD_COLOURS[h % len(HEAD_COLOURS)], line=dict(width=0.5, color="white")),
+            customdata=np.arange(1, L + 1, dtype=np.int32),
+            hovertemplate=f"layer %{{customdata}}, head {h}: %{{y:.1f}} px<extra></extra>"))
+    if uniform_px is not None and np.isfinite(uniform_px):
+        fig.add_hline(y=float(uniform_px), line=dict(color="#888888", dash="dash"),
+                      annotation_text="uniform attention (fully global)", annotation_position="bottom right")
+    top = float(np.nanmax(d)) if np.isfinite(d).any() else 1.0
+    if uniform_px is not None and np.isfinite(uniform_px):
+        top = max(top, float(uniform_px))
+    fig.update_yaxes(range=[0, top * 1.12 + 1e-6])
+    fig.update_xaxes(dtick=1 if L <= 24 else None, range=[0.4, L + 0.6])
+    fig.update_layout(showlegend=False)
+    return style(fig, "Mean attention distance per head (ViT paper, Fig. 7 right)", height=420,
+                 x_title="network depth (layer)", y_title="mean attention distance (pixels)")
+
+
+def entropy_figure(entropy: np.ndarray, num_tokens: int) -> go.Figure:
+    """Heatmap layers x heads of attention entropy (nats); the bar tops out at log(T), uniform attention."""
+    e = f32(entropy)
+    L, H = e.shape
+    top = float(np.log(max(num_tokens, 2)))
+    fig = go.Figure(go.Heatmap(
+        z=e, x0=0, dx=1, y0=1, dy=1, zmin=0.0, zmax=top, colorscale="Cividis",
+        colorbar=dict(title=dict(text=f"entropy (nats; max log {num_tokens} = {top:.2f})", side="right")),
+        hovertemplate="layer %{y}, head %{x}: %{z:.3f} nats<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", dtick=1 if L <= 24 else None)
+    fig.update_xaxes(dtick=1 if H <= 24 else None)
+    return style(fig, "Attention entropy per head",
+                 height=max(300, 24 * L + 140), x_title="head", y_title="layer")
+
+
+# ------------------------------------------------------------------------------- token PCA
+def token_pca_figure(image: np.ndarray, rgb: np.ndarray, layer: int, patch_size: int) -> go.Figure:
+    """The picture beside its patch tokens coloured by their first three principal components."""
+    size = int(image.shape[0])
+    g = rgb.shape[0]
+    colours = np.clip(np.rint(np.asarray(rgb, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.04,
+                        subplot_titles=["the picture", f"token PCA after layer {layer} (R, G, B = PC 1, 2, 3)"])
+    fig.add_trace(picture_trace(image), row=1, col=1)
+    step = size / g
+    fig.add_trace(go.Image(z=colours, x0=step / 2 - 0.5, dx=step, y0=step / 2 - 0.5, dy=step,
+                           hovertemplate="patch centre x %{x:.0f}, y %{y:.0f} px<extra></extra>"), row=1, col=2)
+    for col in (1, 2):
+        equal_axes(fig, row=1, col=col)
+    fig.update_xaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, range=[-0.5, size - 0.5])
+    fig.update_yaxes(showticklabels=False, ticks="", showgrid=False, zeroline=False, range=[size - 0.5, -0.5],
+                     autorange=False)
+    return style(fig, "Which patches the model treats alike", height=430)

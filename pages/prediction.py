@@ -1,9 +1,452 @@
-"""Placeholder while the page is being written."""
+"""6 · Pooler and prediction: from the last layer's tokens to a class (ViTPooler, the classifier head).
 
+What the user sees, top to bottom: what this stage does and what THIS model has (pooler or
+classifier); the live shapes and the einops lines; the real source; the final layer norm; the
+pooler's tanh (models with a pooler); logits, softmax and top-k (classifiers); the logit lens;
+occlusion (click patches to hide them and watch the probabilities); attention vs rollout vs
+occlusion sensitivity on one colour scale; which checkpoints have a pooler; download; next stage.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
 import streamlit as st
+import torch
 
-from vit_explain import ui
+from vit_explain import analysis, ui
+from vit_explain.charts import prediction as charts
+from vit_explain.charts.common import clicked_patch
+from vit_explain.model import ViTForImageClassification, ViTModel, ViTPooler
+from vit_explain.pipeline import final_norm_and_head
+from vit_explain.weights import KNOWN_CHECKPOINTS, top_k
 
+PAGE = "pages/prediction.py"
+#: Occlusion sensitivity runs by itself when all its forward passes cost less than this (FLOPs).
+AUTO_SENSITIVITY_FLOPS = 2.5e10
+SENSITIVITY_BATCH = 16
+
+
+# ------------------------------------------------------------------------------ cached helpers
+def _base(model):
+    return getattr(model, "vit", model)
+
+
+def _has_head(run) -> bool:
+    return run.is_classifier and isinstance(getattr(run.model, "classifier", None), torch.nn.Linear)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _pooler_pre_activation(digest, source, config_json, _model, _cls: np.ndarray) -> np.ndarray:
+    """dense(CLS) before the tanh: the pooler's pre-activations [D]."""
+    dense = _base(_model).pooler.dense
+    with torch.no_grad():
+        z = dense(torch.from_numpy(np.asarray(_cls, dtype=np.float32))[None].to(dense.weight.dtype))
+    return z[0].float().numpy()
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _logit_lens(digest, source, config_json, _model, _cls_per_layer: np.ndarray) -> dict:
+    """Probabilities of all classes read off the CLS token after every layer: {"probs": [L+1, K], ...}."""
+    norm, head = final_norm_and_head(_model)
+    out = analysis.logit_lens(_cls_per_layer, norm, head, top_k=1)
+    return {"probs": out["probs"].astype(np.float32), "top1": out["top_indices"][:, 0].astype(np.int64)}
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _rollout_map(digest, source, config_json, _attentions: np.ndarray, grid: int) -> np.ndarray:
+    return analysis.cls_rollout_map(analysis.attention_rollout(_attentions), grid).astype(np.float32)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _picture_source(digest, source, config_json, _image: np.ndarray) -> str:
+    """The picture the model saw as a compressed data URI (drawn under several maps)."""
+    return charts.image_source(_image)
+
+
+@st.cache_data(max_entries=64, show_spinner="Running the model on the image with the patches hidden ...")
+def _occluded_logits(digest, source, config_json, masked: tuple[int, ...], fill: str, _model,
+                     _pixel_values: np.ndarray) -> np.ndarray:
+    """Logits of a plain forward pass (no trace) on the picture with ``masked`` patches filled."""
+    return _masked_outputs(_model, _pixel_values, masked, fill)
+
+
+def _picture(run) -> str:
+    return _picture_source(run.digest, run.source, run.config_json, run.image)
+
+
+def _fill_value(model, fill: str):
+    """'grey' = 0 after normalisation (the mean colour); 'black' = pixel 0 in normalised units."""
+    if fill == "grey":
+        return 0.0
+    spec = getattr(model, "preprocess_spec", None)
+    mean = np.asarray(getattr(spec, "image_mean", (0.5, 0.5, 0.5)), dtype=np.float64)
+    std = np.asarray(getattr(spec, "image_std", (0.5, 0.5, 0.5)), dtype=np.float64)
+    return tuple(float(v) for v in (0.0 - mean) / std)
+
+
+def _masked_outputs(model, pixel_values: np.ndarray, masked, fill: str) -> np.ndarray:
+    config = model.config
+    g = config.grid_size
+    x = torch.from_numpy(np.asarray(pixel_values, dtype=np.float32))[None]
+    cells = [divmod(int(i), g) for i in masked]
+    if cells:
+        x = analysis.apply_occlusion(x, cells, config.patch_size, fill=_fill_value(model, fill))
+    with torch.no_grad():
+        out = model(x)
+    return (out.logits[0] if out.logits is not None else _feature(out)[0]).float().numpy()
+
+
+def _feature(out) -> torch.Tensor:
+    """The image's feature vector for models without a classifier: pooler output, else the normed CLS."""
+    return out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
+
+
+@st.cache_resource
+def _sensitivity_store() -> dict:
+    """Occlusion-sensitivity maps shared by all sessions (LRU, 32 entries): computing one takes N passes."""
+    return {"lock": threading.Lock(), "items": OrderedDict()}
+
+
+def _stored_sensitivity(key):
+    store = _sensitivity_store()
+    with store["lock"]:
+        if key in store["items"]:
+            store["items"].move_to_end(key)
+            return store["items"][key]
+    return None
+
+
+def _compute_sensitivity(key, model, pixel_values: np.ndarray, target: int | None, progress) -> np.ndarray:
+    """Drop of the target class's probability (or of the feature's cosine similarity) per hidden patch."""
+    x = torch.from_numpy(np.asarray(pixel_values, dtype=np.float32))[None]
+    if target is not None:
+        def predict(batch):
+            return torch.softmax(model(batch).logits.float(), dim=-1)
+    else:
+        with torch.no_grad():
+            reference = _feature(model(x)).float()
+
+        def predict(batch):
+            return torch.nn.functional.cosine_similarity(_feature(model(batch)).float(), reference, dim=-1)[:, None]
+    result = analysis.occlusion_sensitivity(predict, x, model.config.patch_size, target if target is not None else 0,
+                                            batch=SENSITIVITY_BATCH, fill=0.0, progress=progress).astype(np.float32)
+    store = _sensitivity_store()
+    with store["lock"]:
+        store["items"][key] = result
+        while len(store["items"]) > 32:
+            store["items"].popitem(last=False)
+    return result
+
+
+def _label(run, index: int) -> str:
+    labels = run.id2label or {}
+    return str(labels.get(int(index), labels.get(str(int(index)), f"LABEL_{int(index)}")))
+
+
+def _clamped_masked(run) -> list[int]:
+    """The hidden patches of this page, reset when the grid changed (patch or image size slider)."""
+    grid = (run.config.image_size, run.config.patch_size)
+    saved = st.session_state.get("pred:masked")
+    if not isinstance(saved, dict) or tuple(saved.get("grid", ())) != grid:
+        saved = {"grid": grid, "patches": []}
+        st.session_state["pred:masked"] = saved
+    n = run.config.num_patches
+    return sorted({int(i) for i in saved["patches"] if 0 <= int(i) < n})
+
+
+def _toggle_clicked(run, chart_key: str) -> None:
+    """on_select callback of the occlusion picture: flip the clicked patch in or out of the hidden set."""
+    patch = clicked_patch(st.session_state.get(chart_key))
+    if patch is not None and 0 <= patch < run.config.num_patches:
+        _set_masked(run, set(_clamped_masked(run)) ^ {patch})
+    # a fresh chart (new key) starts with no selection, so the same patch can be clicked again
+    st.session_state["pred:clicks"] = st.session_state.get("pred:clicks", 0) + 1
+
+
+def _set_masked(run, patches) -> None:
+    st.session_state["pred:masked"] = {"grid": (run.config.image_size, run.config.patch_size),
+                                      "patches": sorted({int(i) for i in patches})}
+
+
+# ------------------------------------------------------------------------------ sections
+def model_kind(run) -> None:
+    name = type(run.model).__name__
+    if _has_head(run) and not run.has_pooler:
+        st.info(f"**This model is a `{name}`: it has no pooler.** Its classifier reads the CLS token straight "
+                f"after the final layer norm and gives {len(run.core['logits'])} class scores.", icon=":material/flag:")
+    elif _has_head(run):
+        st.info(f"**This model is a `{name}` with a pooler and a classifier.**", icon=":material/flag:")
+    elif run.has_pooler:
+        st.info(f"**This model is a `{name}` with a pooler and no classifier.** It stops at a feature vector "
+                "(`pooler_output` = tanh(dense(CLS))): there are no classes to predict, so the class views "
+                "below are replaced by what the model does give.", icon=":material/flag:")
+    else:
+        st.info(f"**This model is a `{name}` without pooler or classifier.** It ends at `last_hidden_state`.",
+                icon=":material/flag:")
+
+
+def shapes_and_code(run) -> None:
+    c = run.config
+    rows = [("encoder output `hidden_states[-1]`", "[batch, tokens, embed_dim]", (1, c.num_tokens, c.hidden_size)),
+            ("final layer norm → `last_hidden_state`", "[batch, tokens, embed_dim]", (1, c.num_tokens, c.hidden_size)),
+            ("CLS token `last_hidden_state[:, 0]`", "[batch, embed_dim]", (1, c.hidden_size))]
+    lines = [f"x = layernorm(hidden_states[-1])   # [b, t, d] = [1, {c.num_tokens}, {c.hidden_size}]",
+             f"cls = x[:, 0]                     # [b, d] = [1, {c.hidden_size}]  (token 0 is CLS)"]
+    if run.has_pooler:
+        rows.append(("pooler: dense + tanh → `pooler_output`", "[batch, embed_dim]", (1, c.hidden_size)))
+        lines.append(f'pooled = tanh(einsum(cls, W_pool, "b d, e d -> b e") + b_pool)   # [1, {c.hidden_size}]')
+    if _has_head(run):
+        k = len(run.core["logits"])
+        rows.append(("classifier → `logits`", "[batch, num_labels]", (1, k)))
+        rows.append(("softmax → probabilities", "[batch, num_labels]", (1, k)))
+        lines.append(f'logits = einsum(cls, W_head, "b d, k d -> b k") + b_head   # [1, {k}]')
+        lines.append(f"probs = logits.softmax(dim=-1)    # [1, {k}], each row sums to 1")
+    ui.shapes(rows)
+    ui.einops_expression("\n".join(lines), "Only the CLS token goes on: the other tokens were needed to build it, "
+                                           "through attention, but the head never reads them.")
+
+
+def final_norm_section(run) -> None:
+    st.header("The final layer norm")
+    st.markdown("After the last layer, every token is normalised once more: its D numbers are shifted to mean 0 "
+                "and scaled to standard deviation 1, then multiplied and shifted by the learned `γ` and `β` of "
+                "`layernorm`. The head reads the result, so tokens whose size grew over the layers all arrive "
+                "on the same footing.")
+    before, after = run.core["hidden_states"][-1], run.core["last_hidden_state"]
+    ui.plot(charts.cls_before_after(before[0], after[0]), key="pred:cls_strip")
+    ui.plot(charts.token_stats(charts.token_mean_std(before), charts.token_mean_std(after)), key="pred:token_stats")
+
+
+def pooler_section(run) -> None:
+    st.header("The pooler: CLS → dense → tanh")
+    if not run.has_pooler:
+        st.markdown("**This model has no pooler.** `ViTForImageClassification` builds its `ViTModel` with "
+                    "`add_pooling_layer=False`: the classifier reads the normed CLS token directly. Load a "
+                    "`ViTModel` such as `google/vit-base-patch16-224-in21k` (trained pooler, no classifier) to see "
+                    "this step.")
+        return
+    st.markdown("The pooler takes the normed CLS token, multiplies it by a D × D matrix and squashes every "
+                "number into (-1, 1) with tanh. Pre-training used this vector as the image's summary; the "
+                "dots below are this image's D values on the tanh curve.")
+    cls = run.core["last_hidden_state"][0]
+    pre = _pooler_pre_activation(run.digest, run.source, run.config_json, run.model, cls)
+    post = run.core["pooler_output"]
+    cols = st.columns(3)
+    cols[0].metric("features", f"{post.size}")
+    cols[1].metric("saturated (|tanh| > 0.95)", f"{float(np.mean(np.abs(post) > 0.95)):.0%}")
+    cols[2].metric("largest |pre-activation|", f"{float(np.abs(pre).max()):.2f}")
+    ui.plot(charts.tanh_figure(pre, post), key="pred:tanh")
+
+
+def head_section(run) -> list[tuple[str, float]] | None:
+    st.header("The classifier head: logits, softmax, top-k")
+    if not _has_head(run):
+        st.markdown("**This model has no classifier.** It was trained to give features (`pooler_output`, "
+                    "or the normed CLS token), not classes; a head is trained on top of it for each task.")
+        return None
+    logits = run.core["logits"]
+    K = len(logits)
+    st.markdown(f"One linear layer turns the {run.config.hidden_size} numbers of the normed CLS token into "
+                f"{K} scores, one per class (the **logits**). Softmax makes them positive and sum to 1: "
+                "`p_i = exp(z_i) / Σ_j exp(z_j)`." + ("" if run.trained else
+                " With random weights the head has learned nothing, so the probabilities are close to uniform."))
+    k = st.slider("How many classes to show (k)", 1, min(20, K), min(5, K), key="pred:k") if K > 1 else 1
+    top = top_k(logits, run.id2label, k)
+    order = np.argsort(-logits, kind="stable")[:k]
+    cols = st.columns(3)
+    cols[0].metric("prediction", top[0][0])
+    cols[1].metric("probability", f"{top[0][1]:.1%}")
+    cols[2].metric("uniform would be", f"{1 / K:.1%}")
+    left, right = st.columns(2)
+    with left:
+        ui.plot(charts.logits_bar([name for name, _ in top], logits[order]), key="pred:logits")
+    with right:
+        ui.plot(charts.probability_bar([name for name, _ in top], np.array([p for _, p in top])), key="pred:probs")
+    return top
+
+
+def logit_lens_section(run, k: int) -> None:
+    st.header("Logit lens: when does the answer appear?")
+    if not _has_head(run):
+        st.markdown("The logit lens needs a classifier; this model has none.")
+        return
+    st.markdown("What if the model stopped early? Here the final layer norm and the classifier are applied to "
+                "the CLS token after **every** layer (row 0: the embeddings, before any layer). Each column is "
+                "one of the final top classes: watch where its probability lights up.")
+    L = run.config.num_hidden_layers
+    lens = _logit_lens(run.digest, run.source, run.config_json, run.model, run.core["hidden_states"][:, :1, :])
+    probs = lens["probs"]
+    final = np.argsort(-probs[-1], kind="stable")[:k]
+    stages = ["embeddings"] + [f"layer {i}" for i in range(1, L + 1)]
+    names = [_label(run, i) for i in final]
+    top1 = [_label(run, i) for i in lens["top1"]]
+    ui.plot(charts.logit_lens_heatmap(probs[:, final], stages, names, top1), key="pred:lens")
+    settled = next((s for s in range(len(stages)) if all(t == lens["top1"][-1] for t in lens["top1"][s:])), L)
+    st.caption(f"The final answer, **{names[0]}**, is the top class from **{stages[settled]}** on "
+               f"(probability there {probs[settled, final[0]]:.1%}, at the end {probs[-1, final[0]]:.1%}).")
+
+
+@st.fragment
+def occlusion_section(run) -> None:
+    st.header("Occlusion: is attention an explanation?")
+    c = run.config
+    g, P = c.grid_size, c.patch_size
+    masked = _clamped_masked(run)
+    st.markdown("Click patches on the picture to hide them (click again to bring one back), then compare the "
+                + ("class probabilities" if _has_head(run) else "image's feature vector with the original one")
+                + ". If the patches the CLS token attends to most really carry the evidence, hiding them should "
+                "change the result more than hiding others. The colours show the last layer's CLS attention.")
+    fill = st.radio("Hide with", ["grey", "black"], horizontal=True, key="pred:fill",
+                    format_func={"grey": "mean grey (0 after normalisation)", "black": "black pixels"}.get)
+    attention = charts.cls_attention_map(run.core["attentions"][-1], g)
+    n_top = max(1, round(0.1 * g * g))
+    buttons = st.columns([2, 1, 3])
+    if buttons[0].button(f"Hide the {n_top} most-attended", key="pred:mask_top", icon=":material/visibility_off:"):
+        masked = [int(i) for i in np.argsort(-attention.ravel(), kind="stable")[:n_top]]
+        _set_masked(run, masked)
+    if buttons[1].button("Clear", key="pred:clear", icon=":material/restart_alt:", disabled=not masked):
+        masked = []
+        _set_masked(run, masked)
+
+    left, right = st.columns([3, 2])
+    with left:
+        chart_key = f"pred:occ_{st.session_state.get('pred:clicks', 0)}"
+        ui.plot(charts.occlusion_view(run.image, attention, P, masked, source=_picture(run)), key=chart_key,
+                on_select=lambda: _toggle_clicked(run, chart_key), selection_mode="points")
+    with right:
+        after = _occluded_logits(run.digest, run.source, run.config_json, tuple(masked), fill, run.model,
+                                 run.core["pixel_values"])
+        if _has_head(run):
+            before_p = _softmax(run.core["logits"])
+            after_p = _softmax(after)
+            k = min(st.session_state.get("pred:k", 5), len(before_p))
+            classes = np.argsort(-before_p, kind="stable")[:k]
+            ui.plot(charts.before_after_bars([_label(run, i) for i in classes], before_p[classes], after_p[classes]),
+                    key="pred:occ_bars")
+            new_top = int(np.argmax(after_p))
+            cols = st.columns(2)
+            cols[0].metric(f"p({_label(run, classes[0])})", f"{after_p[classes[0]]:.1%}",
+                           f"{after_p[classes[0]] - before_p[classes[0]]:+.1%}")
+            cols[1].metric("prediction now", _label(run, new_top),
+                           "unchanged" if new_top == classes[0] else f"was {_label(run, classes[0])}", delta_color="off",
+                           delta_arrow="off")
+            share = float(attention.ravel()[masked].sum()) if masked else 0.0
+            st.caption(f"{len(masked)} of {g * g} patches hidden; they held {share:.0%} of the last layer's "
+                       "CLS attention.")
+        else:
+            reference = _occluded_logits(run.digest, run.source, run.config_json, (), fill, run.model,
+                                         run.core["pixel_values"])
+            similarity = float(np.dot(after, reference) / (np.linalg.norm(after) * np.linalg.norm(reference) + 1e-12))
+            st.metric("feature similarity to the original", f"{similarity:.4f}",
+                      f"{similarity - 1:+.4f}" if masked else None,
+                      help="Cosine similarity of the feature vector (pooler output, or the normed CLS token) of "
+                           "the picture with the patches hidden and of the original picture.")
+            st.caption("Without a classifier there are no class probabilities; instead this is how far the "
+                       "feature vector moved when the patches were hidden.")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(np.asarray(z, dtype=np.float64) - np.max(z))
+    return e / e.sum()
+
+
+@st.fragment
+def side_by_side_section(run) -> None:
+    st.header("Attention, rollout and occlusion, side by side")
+    c = run.config
+    g = c.grid_size
+    head = _has_head(run)
+    target = int(np.argmax(run.core["logits"])) if head else None
+    what = f"the probability of **{_label(run, target)}**" if head else "the feature vector's similarity to the original"
+    st.markdown("Three answers to *which patches mattered?*: the CLS token's **raw attention** in the last layer "
+                "(mean over heads); **attention rollout**, which follows attention back through all layers, "
+                "counting the skip connections; and **occlusion sensitivity**, how much " + what + " drops when "
+                "that one patch is hidden (grey). Each map is divided by its largest absolute value and all "
+                "three share one colour scale.")
+    raw = charts.cls_attention_map(run.core["attentions"][-1], g)
+    rollout = _rollout_map(run.digest, run.source, run.config_json, run.core["attentions"], g)
+    key = (run.digest, run.source, run.config_json, target)
+    sensitivity = _stored_sensitivity(key)
+    if sensitivity is None:
+        flops = g * g * charts.forward_flops(c.image_size, c.patch_size, c.hidden_size, c.num_hidden_layers,
+                                            c.intermediate_size, c.num_channels)
+        start = flops <= AUTO_SENSITIVITY_FLOPS or st.button(
+            f"Compute occlusion sensitivity ({g * g} forward passes)", key="pred:sens_go", icon=":material/play_arrow:",
+            help=f"About {flops / 1e9:,.0f} GFLOP: this can take a while on a CPU. The result is kept.")
+        if start:
+            bar = st.progress(0.0, text=f"Hiding each of the {g * g} patches in turn ...")
+            sensitivity = _compute_sensitivity(
+                key, run.model, run.core["pixel_values"], target,
+                lambda done, total: bar.progress(done / total, text=f"{done} of {total} forward passes"))
+            bar.empty()
+    maps = [analysis.normalise_map(raw), analysis.normalise_map(rollout)]
+    titles = ["raw attention (last layer)", "attention rollout (all layers)"]
+    if sensitivity is not None:
+        maps.append(analysis.normalise_map(sensitivity))
+        titles.append("occlusion sensitivity")
+    lo, hi = analysis.shared_scale(*maps)
+    signed = lo < 0
+    if signed:
+        lo, hi = analysis.shared_scale(*maps, symmetric=True)
+    else:
+        lo, hi = 0.0, max(hi, 1.0)
+    ui.plot(charts.side_by_side(run.image, [m.astype(np.float32) for m in maps], titles, zmin=lo, zmax=hi,
+                                signed=signed, colorbar_title="share of the maximum", source=_picture(run)),
+            key="pred:side")
+    if sensitivity is None:
+        st.caption("Occlusion sensitivity is not computed yet: press the button above.")
+    else:
+        agreement = float(np.corrcoef(raw.ravel(), sensitivity.ravel())[0, 1]) if raw.size > 1 and np.std(sensitivity) > 0 \
+            and np.std(raw) > 0 else float("nan")
+        st.caption(f"Correlation between raw attention and occlusion sensitivity over the {g * g} patches: "
+                   f"{agreement:+.2f}." + (" Negative occlusion values (blue) are patches whose hiding *raised* "
+                                           "the score." if signed else ""))
+
+
+def checkpoints_table(run) -> None:
+    with st.expander("Which checkpoints have a pooler, and which classify from the normed CLS token?",
+                     icon=":material/help:", expanded=False):
+        lines = ["| model | class | pooler | classifier |", "|---|---|---|---|"]
+        for repo, info in KNOWN_CHECKPOINTS.items():
+            if info.num_labels:
+                lines.append(f"| `{repo}` | ViTForImageClassification | no (dropped) | {info.num_labels} classes, on the normed CLS token |")
+            else:
+                lines.append(f"| `{repo}` | ViTModel | **trained** (dense + tanh) | none |")
+        lines.append("| bundled shapes model | ViTForImageClassification | no | shape classes, on the normed CLS token |")
+        lines.append("| random weights | ViTForImageClassification | no | 10 untrained classes |")
+        st.markdown("\n".join(lines))
+        here = ("a pooler" if run.has_pooler else "no pooler") + " and " + ("a classifier" if _has_head(run) else "no classifier")
+        st.caption(f"The model running now (`{run.source}`) has {here}. A Hub classifier checkpoint may still store "
+                   "pooler weights from pre-training; `ViTForImageClassification` does not use them.")
+
+
+# ------------------------------------------------------------------------------ the page
 run = ui.sidebar()
-st.title("prediction")
-ui.next_stage("pages/prediction.py")
+if run is None:
+    st.stop()
+
+ui.stage_header(
+    "6 · Pooler and prediction",
+    "The encoder hands over one vector per token. A last layer norm evens them out; then only the **CLS "
+    "token** is used: a classifier turns it into one score per class, and softmax turns the scores into "
+    "probabilities. Some models (those trained without labels for a task) instead end with a **pooler**, "
+    "a dense layer and tanh that make the CLS token into the image's feature vector.",
+    ["ViTModel.layernorm", "ViTPooler", "ViTForImageClassification.classifier"],
+)
+model_kind(run)
+shapes_and_code(run)
+ui.show_source(ViTPooler, ViTForImageClassification, ViTModel.forward)
+
+final_norm_section(run)
+pooler_section(run)
+top = head_section(run)
+logit_lens_section(run, len(top) if top else 1)
+occlusion_section(run)
+side_by_side_section(run)
+checkpoints_table(run)
+
+ui.download_trace(run, key="pred:download")
+ui.next_stage(PAGE)

@@ -83,10 +83,15 @@ def test_image_uri_round_trip():
 
 
 def test_overlay_tiles_one_per_map():
-    image = np.full((28, 28, 3), 128, dtype=np.uint8)
-    tiles = A.overlay_tiles(image, np.zeros((3, 7, 7)), tile=56)
-    assert len(tiles) == 3
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, size=(28, 28, 3), dtype=np.uint8)
+    maps = rng.random((3, 7, 7))
+    tiles = A.overlay_tiles(image, maps, tile=56)
+    assert len(tiles) == 3 and tiles[0].startswith("data:image/jpeg")
     assert _decode(tiles[0]).shape == (56, 56, 3)
+    lossless = A.overlay_tiles(image, maps, tile=56, fmt="png")
+    for uri, m in zip(lossless, maps):
+        assert (_decode(uri) == A.blend_map(image, m, size=56)).all()
 
 
 # ---------------------------------------------------------------------------------- maps from attention

@@ -78,51 +78,64 @@ def resize_rgb(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil.resize((size, size), method), dtype=np.uint8)
 
 
-def blend_map(image: np.ndarray, values: np.ndarray, zmin: float = 0.0, zmax: float = 1.0, *,
-              alpha: float = 0.6, colorscale: str = ATTENTION_SCALE, size: int | None = None) -> np.ndarray:
-    """A ``[g, g]`` map coloured on ``zmin..zmax`` and laid over a greyed copy of the picture.
+def blend_maps(image: np.ndarray, maps: np.ndarray, zmin: float = 0.0, zmax: float = 1.0, *,
+               alpha: float = 0.6, colorscale: str = ATTENTION_SCALE, size: int | None = None) -> np.ndarray:
+    """``[n, g, g]`` maps coloured on ``zmin..zmax`` and laid over a greyed copy of the picture.
 
     The picture is resized to ``size`` (a multiple of ``g``; default: the picture's own size if it
     is one, else the nearest multiple) and turned grey so the colours read as the map alone; each
-    patch of the map becomes a solid block. Returns uint8 ``[size, size, 3]``.
+    patch of a map becomes a solid block. Returns uint8 ``[n, size, size, 3]``.
     """
-    values = np.asarray(values, dtype=np.float64)
-    g = values.shape[0]
+    maps = np.asarray(maps, dtype=np.float64)
+    g = maps.shape[-1]
     if size is None:
         size = image.shape[0] if image.shape[0] % g == 0 else tile_size_for(g, image.shape[0])
     if size % g:
         raise ValueError(f"tile size {size} is not a multiple of the {g}x{g} grid")
-    base = resize_rgb(image, size).astype(np.float64)
-    grey = base @ np.array([0.299, 0.587, 0.114])
-    grey = np.repeat(grey[..., None], 3, axis=-1)
-    colours = colorize(values, zmin, zmax, colorscale).astype(np.float64)
+    grey = resize_rgb(image, size).astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    grey = (1.0 - alpha) * grey[..., None]  # [size, size, 1]
+    colours = alpha * colorize(maps, zmin, zmax, colorscale).astype(np.float64)  # [n, g, g, 3]
     block = size // g
-    colours = np.repeat(np.repeat(colours, block, axis=0), block, axis=1)
-    out = (1.0 - alpha) * grey + alpha * colours
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.empty(maps.shape[:-2] + (size, size, 3), dtype=np.uint8)
+    for i, c in enumerate(colours.reshape((-1, g, g, 3))):
+        blended = grey + np.repeat(np.repeat(c, block, axis=0), block, axis=1)
+        out.reshape((-1, size, size, 3))[i] = np.clip(np.rint(blended), 0, 255)
+    return out
 
 
-def image_uri(rgb: np.ndarray) -> str:
-    """A ``data:`` URI of an RGB uint8 picture: PNG or JPEG (quality 90), whichever is smaller."""
+def blend_map(image: np.ndarray, values: np.ndarray, zmin: float = 0.0, zmax: float = 1.0, **kwargs) -> np.ndarray:
+    """One ``[g, g]`` map over the greyed picture: :func:`blend_maps` for a single map, ``[size, size, 3]``."""
+    return blend_maps(image, np.asarray(values)[None], zmin, zmax, **kwargs)[0]
+
+
+def image_uri(rgb: np.ndarray, fmt: str = "auto", quality: int = 90) -> str:
+    """A ``data:`` URI of an RGB uint8 picture.
+
+    ``fmt``: "png" (lossless), "jpeg" (fast and small for photos), or "auto": both, keep the
+    smaller (flat synthetic pictures come out smaller as PNG, photos as JPEG).
+    """
     from PIL import Image
 
     pil = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
+    formats = {"png": ["PNG"], "jpeg": ["JPEG"], "auto": ["PNG", "JPEG"]}[fmt]
     best = None
-    for fmt, kwargs in (("PNG", dict(optimize=True)), ("JPEG", dict(quality=90))):
+    for name in formats:
         buffer = io.BytesIO()
-        pil.save(buffer, format=fmt, **kwargs)
+        pil.save(buffer, format=name, **({"quality": quality} if name == "JPEG" else {"compress_level": 6}))
         data = buffer.getvalue()
         if best is None or len(data) < len(best[1]):
-            best = (fmt.lower(), data)
+            best = (name.lower(), data)
     return f"data:image/{best[0]};base64," + base64.b64encode(best[1]).decode("ascii")
 
 
 def overlay_tiles(image: np.ndarray, maps: np.ndarray, zmin: float = 0.0, zmax: float = 1.0, *,
-                  tile: int | None = None, colorscale: str = ATTENTION_SCALE) -> list[str]:
-    """One blended picture per map (``maps``: ``[n, g, g]``), as data URIs for :func:`overlay_facets`."""
-    maps = np.asarray(maps)
-    size = tile or tile_size_for(maps.shape[-1])
-    return [image_uri(blend_map(image, m, zmin, zmax, size=size, colorscale=colorscale)) for m in maps]
+                  tile: int | None = None, colorscale: str = ATTENTION_SCALE, fmt: str = "jpeg") -> list[str]:
+    """One blended picture per map (``maps``: ``[n, g, g]``), as data URIs for :func:`overlay_facets`.
+
+    JPEG by default: a dozen tiles encode in milliseconds and weigh a few kilobytes each.
+    """
+    size = tile or tile_size_for(np.asarray(maps).shape[-1])
+    return [image_uri(t, fmt) for t in blend_maps(image, maps, zmin, zmax, size=size, colorscale=colorscale)]
 
 
 def colorbar_trace(title: str, zmin: float, zmax: float, colorscale: str = ATTENTION_SCALE, **colorbar) -> go.Scatter:

@@ -147,7 +147,7 @@ def activation_figure(xs: np.ndarray, ys: np.ndarray, pre: np.ndarray, act_name:
     fig.update_yaxes(title_text=f"{act_name}(x)", range=[ymin - 0.1 * (ymax - ymin), ymax], secondary_y=False)
     fig.update_yaxes(title_text="share of the values", tickformat=".1%", showgrid=False, rangemode="tozero",
                      secondary_y=True)
-    fig.update_layout(legend=dict(x=0.01, y=0.99, xanchor="left", yanchor="top", bgcolor="rgba(255,255,255,0.75)"),
+    fig.update_layout(legend=dict(x=0.99, y=0.03, xanchor="right", yanchor="bottom", bgcolor="rgba(255,255,255,0.8)"),
                       bargap=0)
     return style(fig, f"{act_name} and where this layer's real inputs fall", height=430,
                  x_title="pre-activation x (output of the D → M projection)")
@@ -163,9 +163,16 @@ def active_share_figure(image: np.ndarray, share: np.ndarray) -> go.Figure:
                              colorscale="Plasma", opacity=0.6,
                              colorbar=dict(title=dict(text="share on", side="right"), thickness=14),
                              hovertemplate="patch centre x %{x:.0f}, y %{y:.0f} px: %{z:.1%} of units on<extra></extra>"))
-    fig.update_yaxes(scaleanchor="x", range=[size - 0.5, -0.5], showticklabels=False, constrain="domain")
-    fig.update_xaxes(range=[-0.5, size - 0.5], showticklabels=False, constrain="domain")
+    _picture_axes(fig, size)
     return style(fig, "Hidden units switched on, per patch", height=380)
+
+
+def _picture_axes(fig: go.Figure, size: int) -> None:
+    """Square pixel axes, y downwards, without ticks (the picture speaks for itself)."""
+    fig.update_yaxes(scaleanchor="x", range=[size - 0.5, -0.5], showticklabels=False, ticks="", showgrid=False,
+                     zeroline=False, constrain="domain")
+    fig.update_xaxes(range=[-0.5, size - 0.5], showticklabels=False, ticks="", showgrid=False, zeroline=False,
+                     constrain="domain")
 
 
 # ------------------------------------------------------------------------------- the residual
@@ -186,8 +193,7 @@ def update_ratio_figure(image: np.ndarray, ratio: np.ndarray, grid: int) -> go.F
                              zmax=float(max(values.max(), 1e-6)), colorscale="Viridis", opacity=0.55,
                              colorbar=dict(title=dict(text="‖mlp‖ / ‖x‖", side="right"), thickness=14),
                              hovertemplate="patch centre x %{x:.0f}, y %{y:.0f} px: ratio %{z:.3f}<extra></extra>"))
-    fig.update_yaxes(scaleanchor="x", range=[size - 0.5, -0.5], showticklabels=False, constrain="domain")
-    fig.update_xaxes(range=[-0.5, size - 0.5], showticklabels=False, constrain="domain")
+    _picture_axes(fig, size)
     return style(fig, "MLP change per patch (click one)", height=400)
 
 

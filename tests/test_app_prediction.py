@@ -242,3 +242,17 @@ def test_occlusion_sensitivity_behind_a_button_is_computed_once_and_kept():
     at.slider(key="pred:k").set_value(2).run()
     assert all(b.key != "pred:sens_go" for b in at.button)
     assert sum(t["type"] == "heatmap" for t in title_with(charts(at), "Three explanations")["data"]) == 3
+
+
+@pytest.mark.skipif(not (ROOT / "assets" / "model" / "config.json").is_file(), reason="the bundled model is not built yet")
+def test_bundled_model():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    at.sidebar.selectbox(key="w:model_choice").set_value("bundled").run()
+    at.switch_page(PAGE).run()
+    assert not at.exception, at.exception
+    figs = charts(at)
+    lens = title_with(figs, "Logit lens")["data"][0]
+    assert decode(lens["z"]).shape[0] == at.session_state["num_layers"] + 1
+    title_with(figs, "Three explanations")
+    assert "no pooler" in " ".join(i.value for i in at.info)

@@ -147,10 +147,12 @@ def activation_figure(xs: np.ndarray, ys: np.ndarray, pre: np.ndarray, act_name:
     fig.update_yaxes(title_text=f"{act_name}(x)", range=[ymin - 0.1 * (ymax - ymin), ymax], secondary_y=False)
     fig.update_yaxes(title_text="share of the values", tickformat=".1%", showgrid=False, rangemode="tozero",
                      secondary_y=True)
-    fig.update_layout(legend=dict(x=0.99, y=0.03, xanchor="right", yanchor="bottom", bgcolor="rgba(255,255,255,0.8)"),
-                      bargap=0)
-    return style(fig, f"{act_name} and where this layer's real inputs fall", height=430,
-                 x_title="pre-activation x (output of the D → M projection)")
+    fig.update_layout(bargap=0)
+    style(fig, f"{act_name} and where this layer's real inputs fall", height=460,
+          x_title="pre-activation x (output of the D → M projection)")
+    fig.update_layout(legend=dict(orientation="h", x=0.0, xanchor="left", y=-0.22, yanchor="top"),
+                      margin=dict(b=70))
+    return fig
 
 
 def active_share_figure(image: np.ndarray, share: np.ndarray) -> go.Figure:

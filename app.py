@@ -13,8 +13,7 @@ every choice survives page switches in the browser and in AppTest alike.
 
 import streamlit as st
 
-from vit_explain.ui import PAGES
+from vit_explain.ui import PAGE_CONFIG, PAGES
 
-st.set_page_config(page_title="vit-explain: a Vision Transformer, tensor by tensor", page_icon=":material/grid_on:",
-                   layout="wide")
+st.set_page_config(**PAGE_CONFIG)
 st.navigation([st.Page(path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon) in enumerate(PAGES)]).run()

@@ -373,16 +373,31 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
+_SIDEBAR_CSS = """
+<style>
+section[data-testid="stSidebar"] [data-testid="stMetricValue"] { font-size: 1.15rem; }
+section[data-testid="stSidebar"] [data-testid="stMetricLabel"] p { font-size: 0.8rem; }
+</style>
+"""
+
+
 def _config_metrics(config: ViTConfig, with_pooler: bool, num_labels: int) -> None:
-    cols = st.sidebar.columns(3)
+    st.sidebar.html(_SIDEBAR_CSS)
+    cols = st.sidebar.columns(3, gap="small")
     cols[0].metric("Tokens", f"{config.num_tokens:,}", help=f"{config.grid_size} x {config.grid_size} patches + 1 CLS")
     cols[1].metric("Parameters", f"{_parameter_count(config, with_pooler, num_labels) / 1e6:.2f}M")
     cols[2].metric("Attention", _human_bytes(attention_memory_bytes(config)),
                    help="Scores and probabilities of every head of every layer, float32: grows with tokens^2.")
 
 
+PAGE_CONFIG = dict(page_title="vit-explain: a Vision Transformer, tensor by tensor", page_icon=":material/grid_on:",
+                   layout="wide")
+
+
 def sidebar() -> Run | None:
     """Draw the shared sidebar and return the current run (None, with a message shown, if nothing can run)."""
+    # Also set here: a deep link to a page opened before app.py ever ran starts at the page itself.
+    st.set_page_config(**PAGE_CONFIG)
     image = _choose_image()
     source = _choose_model()
     if image is None:

@@ -198,12 +198,14 @@ query_explorer(run, layer, head, stretch)
 st.header(f"Inside head {head}: queries, keys and values")
 st.markdown(
     f"The linear layers `query`, `key` and `value` each turn a token's {D} numbers into {D} new ones. "
-    f"`rearrange(x, \"b t (h d) -> b h t d\", h={H})` then cuts those {D} numbers into {H} consecutive "
-    f"block{'s' if H > 1 else ''} of {d}: head {head} owns numbers {head * d} to {(head + 1) * d - 1}. "
+    f"`rearrange(x, \"b t (h d) -> b h t d\", h={H})` then cuts those {D} numbers into "
+    + (f"{H} consecutive blocks of {d}" if H > 1 else f"a single block of {d} (one head keeps them all)")
+    + f": head {head} owns numbers {head * d} to {(head + 1) * d - 1}. "
     "Nothing is copied or computed: it is the same vector read as a grid."
 )
+heads_word = "heads" if H > 1 else "head"
 ui.plot(charts.head_split(taps["q"][:, 0, :].reshape(-1), H, head,
-                          f"The CLS token's query vector ({D} numbers) read as {H} heads x {d} dims"),
+                          f"The CLS token's query vector ({D} numbers) read as {H} {heads_word} x {d} dims"),
         key="attn:split")
 ui.plot(charts.qkv_heatmaps(taps["q"][head], taps["k"][head], taps["v"][head],
                             f"Layer {layer}, head {head}: Q, K and V, each [tokens {T}, head_dim {d}]"), key="attn:qkv")

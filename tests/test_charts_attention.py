@@ -131,7 +131,8 @@ def test_uniform_distance_by_hand_and_matches_analysis():
     assert A.uniform_attention_distance(2, 1) == pytest.approx((8 + 4 * math.sqrt(2)) / 16)
     g, p = 5, 16
     uniform = np.full((1, g * g + 1, g * g + 1), 1.0 / (g * g + 1))
-    assert A.uniform_attention_distance(g, p) == pytest.approx(float(analysis.mean_attention_distance(uniform, g, p)[0]))
+    expected = float(analysis.mean_attention_distance(uniform, g, p)[0])
+    assert A.uniform_attention_distance(g, p) == pytest.approx(expected)
 
 
 def test_head_contributions_rebuild_the_projection():

@@ -134,7 +134,8 @@ def overlay_tiles(image: np.ndarray, maps: np.ndarray, zmin: float = 0.0, zmax: 
 
     JPEG by default: a dozen tiles encode in milliseconds and weigh a few kilobytes each.
     """
-    size = tile or tile_size_for(np.asarray(maps).shape[-1])
+    maps = np.asarray(maps)
+    size = tile or tile_size_for(maps.shape[-1], 160 if len(maps) <= 16 else 96)  # many heads: smaller panels
     return [image_uri(t, fmt) for t in blend_maps(image, maps, zmin, zmax, size=size, colorscale=colorscale)]
 
 
@@ -267,11 +268,10 @@ def panel_layout(n: int, cols: int, *, h_gap: float = 0.012, v_gap: float = 0.06
         x0 = c * (width + h_gap)
         y1 = 1.0 - r * (height + v_gap)
         suffix = "" if i == 0 else str(i + 1)
-        layout[f"xaxis{suffix}"] = dict(domain=[_unit(x0), _unit(x0 + width)], anchor=f"y{suffix}", showticklabels=False, ticks="",
-                                        showgrid=False, zeroline=False, constrain="domain")
-        layout[f"yaxis{suffix}"] = dict(domain=[_unit(y1 - height), _unit(y1)], anchor=f"x{suffix}", showticklabels=False, ticks="",
-                                        showgrid=False, zeroline=False, scaleanchor=f"x{suffix}",
-                                        constrain="domain", autorange="reversed")
+        bare = dict(showticklabels=False, ticks="", showgrid=False, zeroline=False, constrain="domain")
+        layout[f"xaxis{suffix}"] = dict(domain=[_unit(x0), _unit(x0 + width)], anchor=f"y{suffix}", **bare)
+        layout[f"yaxis{suffix}"] = dict(domain=[_unit(y1 - height), _unit(y1)], anchor=f"x{suffix}",
+                                        scaleanchor=f"x{suffix}", autorange="reversed", **bare)
         if titles:
             notes.append(dict(text=titles[i], x=x0 + width / 2, y=y1, xref="paper", yref="paper",
                               xanchor="center", yanchor="bottom", showarrow=False, font=dict(size=12)))
@@ -284,7 +284,7 @@ def _unit(x: float) -> float:
 
 def overlay_facets(tiles: list[str], maps: np.ndarray, titles: list[str], title: str, *, zmin: float = 0.0,
                    zmax: float = 1.0, colorbar_title: str = "attention", colorscale: str = ATTENTION_SCALE,
-                   mark_patch: int | None = None, cols: int | None = None, cell: int = 185,
+                   mark_patch: int | None = None, cols: int | None = None, cell: int | None = None,
                    hover_label: str = "attention") -> go.Figure:
     """Small multiples of pictures blended with a map each (one per head), one shared colour bar.
 
@@ -297,6 +297,7 @@ def overlay_facets(tiles: list[str], maps: np.ndarray, titles: list[str], title:
     n, g = len(tiles), maps.shape[-1]
     cols = max(1, min(cols or facet_columns(n), n))
     rows = -(-n // cols)
+    cell = cell or int(min(220, max(120, 720 / cols + 25)))  # panel + title, in pixels (a 720 px wide chart)
     v_gap = min(0.1, 0.3 / rows) if rows > 1 else 0.0
     layout, notes = panel_layout(n, cols, v_gap=v_gap, titles=titles)
     size = _uri_size(tiles[0]) if tiles else g
@@ -353,7 +354,7 @@ def head_split(vector: np.ndarray, num_heads: int, head: int, title: str, *, hei
         customdata=np.arange(v.shape[-1], dtype=np.int32).reshape(num_heads, d)))
     fig.add_shape(type="rect", x0=-0.5, x1=d - 0.5, y0=head - 0.5, y1=head + 0.5,
                   line=dict(color=QUERY_COLOR, width=2.5))
-    fig.update_yaxes(autorange="reversed")
+    fig.update_yaxes(autorange="reversed", dtick=1 if num_heads <= 16 else None)
     return style(fig, title, height=height, x_title="head dimension (d)", y_title="head (h)")
 
 

@@ -18,7 +18,10 @@ def position_similarity(source: str, config_json: str, _position: np.ndarray) ->
 
 
 def remember_click(chart_key: str) -> None:
-    index = common.clicked_patch(st.session_state.get(chart_key))
+    try:
+        index = common.clicked_patch(st.session_state.get(chart_key))
+    except (TypeError, ValueError):  # an event we do not understand: keep the current patch
+        return
     if index is not None:
         st.session_state[SELECTED] = index
 

@@ -27,7 +27,10 @@ def projection(model):
 
 def remember_click(chart_key: str) -> None:
     """on_select callback: store the clicked patch (from either picture) for the whole page."""
-    index = common.clicked_patch(st.session_state.get(chart_key))
+    try:
+        index = common.clicked_patch(st.session_state.get(chart_key))
+    except (TypeError, ValueError):  # an event we do not understand: keep the current patch
+        return
     if index is not None:
         st.session_state[SELECTED] = index
 

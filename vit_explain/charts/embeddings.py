@@ -178,9 +178,10 @@ def similarity_grid_figure(maps: np.ndarray, *, selected: int | None = None, tit
     centres_y = (br * (g + 1) + (g - 1) / 2).astype(np.float32)
     rows, cols = np.divmod(shown, g)
     fig.add_trace(go.Scatter(
-        x=centres_x, y=centres_y, customdata=np.stack([shown, rows, cols], axis=1).astype(np.int32), mode="markers",
+        x=centres_x, y=centres_y, customdata=shown, mode="markers",  # 1-D: the browser sends it back as a number
+        text=[f"map of patch {i} (row {r}, column {c})" for i, r, c in zip(shown, rows, cols)],
         marker=dict(symbol="square", size=max(6, min(40, int(520 / per_side))), color="rgba(0,0,0,0)"),
-        hovertemplate="map of patch %{customdata[0]} (row %{customdata[1]}, column %{customdata[2]})<extra></extra>",
+        hovertemplate="%{text}<extra></extra>",
         showlegend=False, name="maps"))
     if selected is not None and selected in set(shown.tolist()):
         b = int(np.nonzero(shown == selected)[0][0])

@@ -91,13 +91,13 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
 
 def png_data_uri(image: np.ndarray) -> str:
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG", compress_level=6)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def png_trace(image: np.ndarray, scale: int = 1) -> go.Image:
-    """An RGB uint8 picture as a compressed PNG trace. ``scale``: the PNG is enlarged that many
-    times (crisp pixels) while the axes stay in the original pixel units."""
+    """An RGB uint8 picture as a compressed PNG trace (Plotly draws its pixels crisp, not blurred).
+    ``scale`` > 1 stores the PNG enlarged that many times while the axes keep the original units."""
     big = upscale(image, scale)
     return go.Image(source=png_data_uri(big), x0=-0.5 + 0.5 / scale, dx=1.0 / scale, y0=-0.5 + 0.5 / scale,
                     dy=1.0 / scale, hoverinfo="skip")
@@ -116,10 +116,6 @@ def _bare_axes(fig: go.Figure) -> None:
         update(showticklabels=False, showgrid=False, zeroline=False, ticks="", showline=False)
 
 
-def _crisp_factor(side: int, target: int = 600) -> int:
-    return max(1, min(16, target // max(1, side)))
-
-
 # ------------------------------------------------------------------------------- figures
 def patch_tiles_figure(image: np.ndarray, patch_size: int, *, selected: int | None = None,
                        title: str | None = None, height: int = 460) -> go.Figure:
@@ -128,13 +124,14 @@ def patch_tiles_figure(image: np.ndarray, patch_size: int, *, selected: int | No
     n, g = tiles.shape[0], image.shape[0] // patch_size
     gap = max(1, round(patch_size / 6))
     picture = mosaic(tiles, g, gap)
-    fig = go.Figure(png_trace(picture, _crisp_factor(picture.shape[0])))
+    fig = go.Figure(png_trace(picture))
     centres = tile_centres(n, g, patch_size, patch_size, gap)
     rows, cols = np.divmod(np.arange(n), g)
     fig.add_trace(go.Scatter(
-        x=centres[:, 0], y=centres[:, 1], customdata=np.stack([np.arange(n), rows, cols], axis=1).astype(np.int32),
+        x=centres[:, 0], y=centres[:, 1], customdata=np.arange(n, dtype=np.int32),  # 1-D: one index per point
+        text=[f"patch {i} (row {r}, column {c})" for i, r, c in zip(range(n), rows, cols)],
         mode="markers", marker=dict(symbol="square", size=max(6, min(40, int(400 / g))), color="rgba(0,0,0,0)"),
-        hovertemplate="patch %{customdata[0]} (row %{customdata[1]}, column %{customdata[2]})<extra></extra>",
+        hovertemplate="%{text}<extra></extra>",
         showlegend=False, name="tiles"))
     if selected is not None and 0 <= selected < n:
         x, y = centres[selected]
@@ -205,7 +202,7 @@ def filter_pca_figure(components: np.ndarray, ratios: np.ndarray, *, cols: int =
     rows = -(-k // cols)
     gap = max(1, round(p / 4))
     picture = mosaic(tiles, cols, gap)
-    fig = go.Figure(png_trace(picture, _crisp_factor(picture.shape[1], 700)))
+    fig = go.Figure(png_trace(picture))
     centres = tile_centres(k, cols, p, p, gap)
     ratios = f32(ratios)
     fig.add_trace(go.Scatter(
@@ -213,9 +210,10 @@ def filter_pca_figure(components: np.ndarray, ratios: np.ndarray, *, cols: int =
         customdata=np.stack([np.arange(1, k + 1), ratios * 100], axis=1).astype(np.float32),
         hovertemplate="component %{customdata[0]:.0f}: %{customdata[1]:.2f}% of the variance<extra></extra>",
         showlegend=False))
-    for i in range(k):
-        fig.add_annotation(x=centres[i, 0], y=centres[i, 1] + p / 2, yanchor="top", yshift=-1, showarrow=False,
-                           text=f"{i + 1}", font=dict(size=10, color="white"), bgcolor="rgba(0,0,0,0.45)", borderpad=1)
+    fig.update_layout(annotations=[  # one update, not k add_annotation calls (each validates the layout)
+        dict(x=float(centres[i, 0]), y=float(centres[i, 1] + p / 2), yanchor="top", yshift=-1, showarrow=False,
+             text=f"{i + 1}", font=dict(size=10, color="white"), bgcolor="rgba(0,0,0,0.45)", borderpad=1)
+        for i in range(k)])
     _bare_axes(fig)
     title = title or f"Principal components of the {p} x {p} filters"
     style(fig, title, height=height or max(260, int(520 * rows / cols) + 120),

@@ -89,6 +89,12 @@ def test_pickers_and_query_change_the_charts(vit_b):
     assert not at.exception
     assert "query patch 37 (row 2, col 9)" in _title_with(at, "where each head looks")
     assert "query patch 37 (row 2, col 9)" in _text(at)
+    # the page's own choices survive a visit to another page
+    at.switch_page("pages/overview.py").run()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert at.select_slider(key="attn:layer").value == 5 and at.select_slider(key="attn:head").value == 3
+    assert "query patch 37 (row 2, col 9)" in _title_with(at, "where each head looks")
     at.toggle(key="attn:mean_heads").set_value(True).run()
     assert "mean of 12 heads" in _title_with(at, "Attention = softmax")
     at.toggle(key="attn:stretch").set_value(True).run()

@@ -45,10 +45,13 @@ st.caption(
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("What the model sees in your picture")
+    picture, guess = st.columns([1, 2], vertical_alignment="center")
+    picture.image(run.image, caption=f"{cfg.image_size} x {cfg.image_size}, as the model sees it")
     if run.is_classifier:
         top = top_k(run.core["logits"], run.id2label, k=5)
-        ui.plot(charts.prediction_figure(top, title=f"Top-{len(top)} prediction for {run.image_name}"),
-                key="overview:prediction")
+        with guess:
+            ui.plot(charts.prediction_figure(top, title=f"Top-{len(top)} prediction for {run.image_name}"),
+                    key="overview:prediction")
         if not run.trained:
             st.warning("These weights are random, so this 'prediction' is noise: the model has learned nothing yet. "
                        "Choose trained weights in the sidebar to see a real guess.", icon=":material/casino:")

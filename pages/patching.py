@@ -74,6 +74,7 @@ def patch_explorer() -> None:
     with left:
         fig = common.image_with_grid(run.image, P, f"The {S} x {S} picture with its {g} x {g} patch grid", height=440)
         common.click_layer(fig, S, P, selected=selected)
+        charts.compact_images(fig)  # the photo as a JPEG: a tenth of the raw pixel array
         ui.plot(fig, key="patch:image", on_select=partial(remember_click, "patch:image"), selection_mode="points")
     with right:
         ui.plot(charts.patch_tiles_figure(run.image, P, selected=selected, height=440), key="patch:tiles",
@@ -133,9 +134,10 @@ weight, _ = projection(run.model)
 components, ratios = filter_pca(run.source, run.config_json, weight, k=28)
 left, right = st.columns([3, 2], gap="medium")
 with left:
-    ui.plot(charts.filter_pca_figure(components, ratios), key="patch:pca")
+    pca_figure = charts.filter_pca_figure(components, ratios)
+    ui.plot(pca_figure, key="patch:pca")
 with right:
-    ui.plot(charts.variance_figure(ratios), key="patch:variance")
+    ui.plot(charts.variance_figure(ratios, height=pca_figure.layout.height), key="patch:variance")
 st.caption(f"The first {len(ratios)} components together explain {float(ratios.sum()):.0%} of how the filters differ. "
            "Each tile is scaled to the full brightness range on its own; a component's sign is arbitrary.")
 

@@ -166,7 +166,7 @@ def test_patch_figures():
     clicks = fig.data[1]
     assert clicks.customdata.ndim == 1 and clicks.customdata.dtype == np.int32  # browsers echo 1-D data back as numbers
     np.testing.assert_array_equal(clicks.customdata, np.arange(16))
-    assert clicks.hoverinfo != "skip" and fig.data[0].source.startswith("data:image/png;base64,")
+    assert clicks.hoverinfo != "skip" and fig.data[0].source.startswith("data:image/jpeg;base64,")
     assert len(fig.layout.shapes) == 1 and "16 patches" in title_of(fig)
 
     vector = rng.normal(size=3 * 8 * 8).astype(np.float32)
@@ -180,6 +180,31 @@ def test_patch_figures():
     assert len(fig.data) == 2 and fig.data[0].y.dtype == np.float32 and fig.data[1].y.dtype == np.float32
     zoom = PA.patch_zoom_figure(image[:8, :8], "zoom")
     assert zoom.data[0].z.shape == (8, 8, 3)
+
+
+def test_compact_images_keeps_the_picture_and_shrinks_the_payload():
+    from PIL import Image
+    import base64
+    import io as _io
+
+    y, x = np.mgrid[0:64, 0:64]
+    image = np.stack([x * 4, y * 4, np.full_like(x, 128)], -1).astype(np.uint8)
+    fig = common_image_figure(image)
+    before = len(pio.to_json(fig, validate=False))
+    PA.compact_images(fig)
+    assert fig.data[0].z is None and fig.data[0].source.startswith("data:image/jpeg;base64,")
+    decoded = np.asarray(Image.open(_io.BytesIO(base64.b64decode(fig.data[0].source.split(",", 1)[1]))))
+    assert decoded.shape == image.shape and np.abs(decoded.astype(int) - image).mean() < 3
+    assert len(pio.to_json(fig, validate=False)) < before / 2
+    png = PA.data_uri(image, "PNG")
+    exact = np.asarray(Image.open(_io.BytesIO(base64.b64decode(png.split(",", 1)[1]))))
+    np.testing.assert_array_equal(exact, image)  # PNG is lossless
+
+
+def common_image_figure(image):
+    from vit_explain.charts.common import image_with_grid
+
+    return image_with_grid(image, 16, "picture")
 
 
 def test_filter_pca_figures():

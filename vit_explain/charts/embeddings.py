@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .common import SIGNED_SCALE, click_layer, f32, overlay_map, style
-from .patching import mosaic, subtitle
+from .patching import compact_images, mosaic, subtitle
 
 #: Largest side (in cells) of the similarity mosaic; bigger grids show every k-th patch's map.
 MAX_MOSAIC_SIDE = 320
@@ -211,6 +211,7 @@ def similarity_overlay_figure(image: np.ndarray, similarity_map: np.ndarray, pat
         fig.update_traces(zmid=0, selector=dict(type="heatmap"))
     click_layer(fig, image.shape[0], patch_size, selected=selected)
     fig.update_traces(colorbar=dict(thickness=12), selector=dict(type="heatmap"))
+    compact_images(fig)  # the photo underneath as a JPEG
     return subtitle(fig, "click a patch to pick another")
 
 
@@ -225,7 +226,7 @@ def distance_figure(distances: np.ndarray, means: np.ndarray, stds: np.ndarray, 
                    hovertemplate="distance %{x} patches: mean similarity %{y:.3f}<extra></extra>"),
     ])
     fig.update_yaxes(range=[-1.05, 1.05])
-    fig.update_layout(legend=dict(x=0.98, y=0.98, xanchor="right", yanchor="top", bgcolor="rgba(255,255,255,0.7)"))
+    fig.update_layout(legend=dict(x=0.02, y=0.02, xanchor="left", yanchor="bottom", bgcolor="rgba(255,255,255,0.7)"))
     style(fig, title, height=height, x_title="distance between the two patches (in patches)",
           y_title="cosine similarity")
     return subtitle(fig, "trained: falls with distance; random: flat near 0")

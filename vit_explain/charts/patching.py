@@ -89,18 +89,40 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1) if factor > 1 else image
 
 
-def png_data_uri(image: np.ndarray) -> str:
+def data_uri(image: np.ndarray, fmt: str = "PNG", quality: int = 92) -> str:
+    """An RGB uint8 picture as a base64 ``data:`` URI: PNG (exact pixels) or JPEG (photos, ~5x smaller)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8)).save(buffer, format="PNG", compress_level=6)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    if fmt.upper() == "JPEG":
+        picture.save(buffer, format="JPEG", quality=quality)
+    else:
+        picture.save(buffer, format="PNG", compress_level=6)
+    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def png_trace(image: np.ndarray, scale: int = 1) -> go.Image:
-    """An RGB uint8 picture as a compressed PNG trace (Plotly draws its pixels crisp, not blurred).
-    ``scale`` > 1 stores the PNG enlarged that many times while the axes keep the original units."""
+def png_data_uri(image: np.ndarray) -> str:
+    return data_uri(image, "PNG")
+
+
+def png_trace(image: np.ndarray, scale: int = 1, fmt: str = "PNG") -> go.Image:
+    """An RGB uint8 picture as a compressed image trace (Plotly draws its pixels crisp, not blurred).
+    ``scale`` > 1 stores it enlarged that many times while the axes keep the original units."""
     big = upscale(image, scale)
-    return go.Image(source=png_data_uri(big), x0=-0.5 + 0.5 / scale, dx=1.0 / scale, y0=-0.5 + 0.5 / scale,
+    return go.Image(source=data_uri(big, fmt), x0=-0.5 + 0.5 / scale, dx=1.0 / scale, y0=-0.5 + 0.5 / scale,
                     dy=1.0 / scale, hoverinfo="skip")
+
+
+def compact_images(fig: go.Figure, fmt: str = "JPEG") -> go.Figure:
+    """Ship every raw-pixel ``go.Image`` of ``fig`` as a compressed picture instead (same coordinates).
+
+    A 224 x 224 photo as a uint8 array costs ~200 KB of JSON, as a JPEG ~25 KB; fine for a
+    background photo, not for pixels someone inspects (keep those raw or PNG).
+    """
+    for trace in fig.data:
+        if trace.type == "image" and trace.z is not None and trace.source is None:
+            z = np.asarray(trace.z, dtype=np.uint8)
+            trace.update(source=data_uri(z, fmt), z=None)
+    return fig
 
 
 def subtitle(fig: go.Figure, text: str) -> go.Figure:
@@ -124,7 +146,7 @@ def patch_tiles_figure(image: np.ndarray, patch_size: int, *, selected: int | No
     n, g = tiles.shape[0], image.shape[0] // patch_size
     gap = max(1, round(patch_size / 6))
     picture = mosaic(tiles, g, gap)
-    fig = go.Figure(png_trace(picture))
+    fig = go.Figure(png_trace(picture, fmt="JPEG"))  # a photo: JPEG is ~5x smaller than PNG
     centres = tile_centres(n, g, patch_size, patch_size, gap)
     rows, cols = np.divmod(np.arange(n), g)
     fig.add_trace(go.Scatter(
@@ -135,7 +157,7 @@ def patch_tiles_figure(image: np.ndarray, patch_size: int, *, selected: int | No
         showlegend=False, name="tiles"))
     if selected is not None and 0 <= selected < n:
         x, y = centres[selected]
-        half = patch_size / 2 + gap / 2
+        half = patch_size / 2  # the tile's outer pixel edges
         fig.add_shape(type="rect", x0=x - half, x1=x + half, y0=y - half, y1=y + half,
                       line=dict(color="#ff2d55", width=3))
     _bare_axes(fig)

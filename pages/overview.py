@@ -21,8 +21,11 @@ ui.stage_header(
 )
 
 # ---- the model in numbers
-blocks = architecture(cfg, has_pooler=run.has_pooler, classifier=run.is_classifier,
-                      num_labels=len(run.core["logits"]) if run.is_classifier else 0)
+# a classification model whose head is a real linear layer (a head with 0 labels is an identity)
+classifier = getattr(run.model, "classifier", None)
+num_labels = getattr(classifier, "out_features", 0)
+predicts = run.is_classifier and num_labels > 0
+blocks = architecture(cfg, has_pooler=run.has_pooler, classifier=classifier is not None, num_labels=num_labels)
 root = blocks[0]
 cols = st.columns(6)
 cols[0].metric("Weights", "trained" if run.trained else "random", help=getattr(run.model, "source", run.source))
@@ -32,9 +35,9 @@ cols[2].metric("FLOPs per image", charts.human(root.flops),
 cols[3].metric("Tokens", f"{cfg.num_tokens}", help=f"{cfg.grid_size} x {cfg.grid_size} patches + 1 CLS token")
 cols[4].metric("Layers x heads", f"{cfg.num_hidden_layers} x {cfg.num_attention_heads}",
                help=f"hidden size D = {cfg.hidden_size}, {cfg.head_dim} numbers per head, MLP size {cfg.intermediate_size}")
-cols[5].metric("Output", "classes" if run.is_classifier else "features",
+cols[5].metric("Output", "classes" if predicts else "features",
                help="A classifier ends in one score per class; a bare ViTModel ends in token vectors.")
-head = f"yes, {len(run.core['logits'])} classes" if run.is_classifier else "no"
+head = f"yes, {num_labels} classes" if predicts else "no"
 st.caption(
     f"Model source: **{getattr(run.model, 'source', run.source)}** · class `{type(run.model).__name__}` · "
     f"pooler: **{'yes' if run.has_pooler else 'no'}** · classifier head: "
@@ -47,7 +50,7 @@ with left:
     st.subheader("What the model sees in your picture")
     picture, guess = st.columns([1, 2], vertical_alignment="center")
     picture.image(run.image, caption=f"{cfg.image_size} x {cfg.image_size}, as the model sees it")
-    if run.is_classifier:
+    if predicts:
         top = top_k(run.core["logits"], run.id2label, k=5)
         with guess:
             ui.plot(charts.prediction_figure(top, title=f"Top-{len(top)} prediction for {run.image_name}"),
@@ -101,8 +104,8 @@ rows = [
 ]
 if run.has_pooler:
     rows.append(("pooler output", "[batch, embed_dim]", (1, D)))
-if run.is_classifier:
-    rows.append(("logits", "[batch, num_labels]", (1, len(run.core["logits"]))))
+if predicts:
+    rows.append(("logits", "[batch, num_labels]", (1, num_labels)))
 ui.shapes(rows)
 ui.einops_expression(
     """

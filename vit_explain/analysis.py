@@ -141,6 +141,17 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros_like(num), where=den > 0)
 
 
+def cosine_matrix(x: Any) -> np.ndarray:
+    """Cosine similarity of every pair of rows of ``x`` ``[n, D]`` -> ``[n, n]`` (0 for zero rows).
+
+    One product of row-normalised matrices: memory n*n, never n*n*D.
+    """
+    x = _np(x)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+    return np.clip(unit @ unit.T, -1.0, 1.0)
+
+
 def _softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     z = x - x.max(axis=axis, keepdims=True)
     e = np.exp(z)
@@ -387,8 +398,7 @@ def position_similarity(pos_embed: Any, grid: int | None = None) -> np.ndarray:
     if e.ndim != 2:
         raise ValueError(f"position_similarity: expected [T, D] or [1, T, D], got {e.shape}")
     start, _ = _split_patches(e.shape[0], grid, "position_similarity")
-    e = e[start:]
-    return _cosine(e[:, None, :], e[None, :, :])
+    return cosine_matrix(e[start:])
 
 
 def position_similarity_maps(pos_embed: Any, grid: int | None = None) -> np.ndarray:

@@ -121,17 +121,27 @@ def click_layer(fig: go.Figure, image_size: int, patch_size: int, row=None, col=
 
 
 def clicked_patch(event) -> int | None:
-    """The patch index a plotly_chart selection event points at (None if nothing was clicked)."""
+    """The patch index a plotly_chart selection event points at (None if nothing usable was clicked).
+
+    The click layer's ``customdata`` is the patch index; depending on the Plotly/Streamlit
+    versions it comes back as a number, a one-element list or a dict. Anything else is ignored.
+    """
     try:
         points = event["selection"]["points"]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         return None
     for point in points or []:
+        if not isinstance(point, dict):
+            continue
         custom = point.get("customdata")
-        if custom is not None:
-            return int(custom[0] if isinstance(custom, (list, tuple)) else custom)
-        if "point_index" in point and point.get("curve_number") is not None:
-            return int(point["point_index"])
+        if isinstance(custom, dict):
+            custom = next(iter(custom.values()), None)
+        if isinstance(custom, (list, tuple)):
+            custom = custom[0] if custom else None
+        try:
+            return int(custom)
+        except (TypeError, ValueError):
+            continue
     return None
 
 

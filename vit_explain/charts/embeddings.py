@@ -11,6 +11,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import analysis
+
 from .common import SIGNED_SCALE, click_layer, f32, overlay_map, style
 from .patching import compact_images, mosaic, subtitle
 
@@ -20,14 +22,8 @@ MAX_MOSAIC_SIDE = 320
 
 # ------------------------------------------------------------------------------- pure helpers
 def cosine_matrix(x: np.ndarray) -> np.ndarray:
-    """Cosine similarity of every pair of rows of ``x`` ``[n, D]`` -> ``[n, n]`` float32 (0 for zero rows).
-
-    Computed as one product of row-normalised matrices (memory n*n, not n*n*D).
-    """
-    x = np.asarray(x, dtype=np.float64)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    unit = np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
-    return np.clip(unit @ unit.T, -1.0, 1.0).astype(np.float32)
+    """Cosine similarity of every pair of rows of ``x`` ``[n, D]`` as float32 (see analysis.cosine_matrix)."""
+    return analysis.cosine_matrix(x).astype(np.float32)
 
 
 def mosaic_step(grid: int, max_side: int = MAX_MOSAIC_SIDE) -> int:

@@ -43,15 +43,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+SERVER_LOG: Path | None = None
+
+
 @pytest.fixture(scope="module")
-def server():
+def server(tmp_path_factory):
+    global SERVER_LOG
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    log = open(ROOT / ".pytest_cache" / "streamlit-browser-test.log", "w") if (ROOT / ".pytest_cache").is_dir() \
-        else subprocess.DEVNULL
+    SERVER_LOG = tmp_path_factory.mktemp("streamlit") / "server.log"
+    log = open(SERVER_LOG, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+         "--server.fileWatcherType", "none"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -99,7 +104,9 @@ def _wait_idle(page, timeout_s: float = 180.0) -> None:
 
 def _no_exception(page, where: str) -> None:
     errors = page.locator('[data-testid="stException"]')
-    assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:500]}"
+    if errors.count():
+        server_log = SERVER_LOG.read_text()[-3000:] if SERVER_LOG and SERVER_LOG.exists() else ""
+        raise AssertionError(f"{where}: {errors.first.inner_text()[:500]}\n--- server log ---\n{server_log}")
 
 
 def _photo_bytes() -> bytes:

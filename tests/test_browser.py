@@ -119,6 +119,17 @@ def _photo_bytes() -> bytes:
     return buffer.getvalue()
 
 
+def _screenshot(page, path: Path) -> None:
+    """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it first."""
+    size = page.viewport_size
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]')?.scrollHeight || 1000")
+    page.set_viewport_size({"width": size["width"], "height": int(min(max(height, size["height"]), 9000))})
+    page.wait_for_timeout(800)  # let Plotly re-lay out at the new size
+    page.screenshot(path=str(path), full_page=True)
+    page.set_viewport_size(size)
+    page.wait_for_timeout(300)
+
+
 def _query_caption(page) -> str:
     text = page.locator("body").inner_text()
     match = re.search(r"query patch \d+[^\n]*", text)
@@ -153,7 +164,7 @@ def test_walk_every_page_upload_and_click(server, shots_dir, tmp_path):
                 assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1 or path.endswith("overview.py"), title
                 if path.endswith("attention.py"):
                     _click_a_patch_and_see_the_map_change(page, shots_dir)
-                page.screenshot(path=str(shots_dir / f"{Path(path).stem}.png"), full_page=True)
+                _screenshot(page, shots_dir / f"{Path(path).stem}.png")
         finally:
             browser.close()
 
@@ -171,5 +182,5 @@ def _click_a_patch_and_see_the_map_change(page, shots_dir):
     _wait_idle(page)
     _no_exception(page, "after clicking a patch")
     after = _query_caption(page)
-    page.screenshot(path=str(shots_dir / "attention-after-click.png"), full_page=True)
+    _screenshot(page, shots_dir / "attention-after-click.png")
     assert after and after != before, (before, after)

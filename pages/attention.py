@@ -60,34 +60,12 @@ def head_shares(digest, source, config_json, layer: int, _context, _model):
     return np.linalg.norm(parts, axis=-1), parts.sum(0) + bias
 
 
-def remembered(key: str, fix) -> str:
-    """Prepare widget ``key`` so its value survives page switches and stays valid.
-
-    Streamlit forgets a widget's value when a page without it runs, so a copy lives under
-    ``key + "#"``; ``fix(value)`` turns a saved value (or None) into one the current config allows.
-    """
-    state, saved = st.session_state, key + "#"
-    if key in state:
-        state[saved] = state[key]
-    state[saved] = state[key] = fix(state.get(saved))
-    return key
-
-
-def clamp_index(count: int, default: int = 0):
-    """A ``fix`` for :func:`remembered`: an index below ``count`` (too large ones move to the last)."""
-    def fix(value):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
-            return min(default, count - 1)
-        return int(min(max(value, 0), count - 1))
-    return fix
-
-
 def flag(value) -> bool:
     return value if isinstance(value, bool) else False
 
 
 def index_picker(label: str, count: int, key: str, noun: str, help: str | None = None) -> int:
-    key = remembered(key, clamp_index(count))
+    key = ui.remember(key, ui.clamp_index(count))
     if count == 1:
         st.markdown(f"**{label}:** {noun} 0 (the only one)")
         return 0
@@ -143,7 +121,7 @@ with c1:
 with c2:
     head = index_picker("Head", H, "attn:head", "head", help="The head shown in the Q/K/V and score charts.")
 with c3:
-    stretch = st.toggle("Stretch colours", key=remembered("attn:stretch", flag),
+    stretch = st.toggle("Stretch colours", key=ui.remember("attn:stretch", flag),
                         help="Attention maps use a fixed 0..1 scale. Spread over many patches, weights are small "
                              "(1 / tokens each when uniform) and look dark: stretch the scale to the largest "
                              "weight shown (still shared by all heads).")
@@ -217,7 +195,7 @@ st.markdown(
     "The softmax along each row turns the scores into weights between 0 and 1 that add up to 1: that is the "
     "attention matrix. Row 0 and column 0 (outlined in orange) belong to the CLS token."
 )
-mean_heads = st.toggle("Average over all heads", key=remembered("attn:mean_heads", flag),
+mean_heads = st.toggle("Average over all heads", key=ui.remember("attn:mean_heads", flag),
                        help="Show the mean of the layer's heads instead of the chosen head.")
 which = f"mean of {H} heads" if mean_heads else f"head {head}"
 scores = taps["scores"].mean(0) if mean_heads else taps["scores"][head]

@@ -17,15 +17,6 @@ def position_similarity(source: str, config_json: str, _position: np.ndarray) ->
     return charts.cosine_matrix(_position[1:])
 
 
-def remember_click(chart_key: str) -> None:
-    try:
-        index = common.clicked_patch(st.session_state.get(chart_key))
-    except (TypeError, ValueError):  # an event we do not understand: keep the current patch
-        return
-    if index is not None:
-        st.session_state[SELECTED] = index
-
-
 run = ui.sidebar()
 if run is None:
     st.stop()
@@ -108,10 +99,10 @@ def similarity_explorer() -> None:
     left, right = st.columns(2, gap="medium")
     with left:
         ui.plot(charts.similarity_grid_figure(maps, selected=selected, height=540, show_scale=False, zrange=zrange), key="emb:grid",
-                on_select=partial(remember_click, "emb:grid"), selection_mode="points")
+                on_select=partial(ui.store_clicked_patch, "emb:grid", SELECTED), selection_mode="points")
     with right:
         ui.plot(charts.similarity_overlay_figure(run.image, maps[r, c], P, selected, height=540, zrange=zrange), key="emb:overlay",
-                on_select=partial(remember_click, "emb:overlay"), selection_mode="points")
+                on_select=partial(ui.store_clicked_patch, "emb:overlay", SELECTED), selection_mode="points")
     others = np.delete(similarity[selected], selected)
     neighbours = [similarity[selected, rr * g + cc] for rr, cc in ((r - 1, c), (r + 1, c), (r, c - 1), (r, c + 1))
                   if 0 <= rr < g and 0 <= cc < g]

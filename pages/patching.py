@@ -25,16 +25,6 @@ def projection(model):
     return conv.weight.detach().cpu().numpy(), bias
 
 
-def remember_click(chart_key: str) -> None:
-    """on_select callback: store the clicked patch (from either picture) for the whole page."""
-    try:
-        index = common.clicked_patch(st.session_state.get(chart_key))
-    except (TypeError, ValueError):  # an event we do not understand: keep the current patch
-        return
-    if index is not None:
-        st.session_state[SELECTED] = index
-
-
 run = ui.sidebar()
 if run is None:
     st.stop()
@@ -75,10 +65,10 @@ def patch_explorer() -> None:
         fig = common.image_with_grid(run.image, P, f"The {S} x {S} picture with its {g} x {g} patch grid", height=440)
         common.click_layer(fig, S, P, selected=selected)
         charts.compact_images(fig)  # the photo as a JPEG: a tenth of the raw pixel array
-        ui.plot(fig, key="patch:image", on_select=partial(remember_click, "patch:image"), selection_mode="points")
+        ui.plot(fig, key="patch:image", on_select=partial(ui.store_clicked_patch, "patch:image", SELECTED), selection_mode="points")
     with right:
         ui.plot(charts.patch_tiles_figure(run.image, P, selected=selected, height=440), key="patch:tiles",
-                on_select=partial(remember_click, "patch:tiles"), selection_mode="points")
+                on_select=partial(ui.store_clicked_patch, "patch:tiles", SELECTED), selection_mode="points")
     st.caption(f"**Click a patch** on either picture to open it below. Selected: patch **{selected}** "
                f"(row {row}, column {col}); patches are numbered row by row, 0 to {N - 1}.")
 

@@ -273,27 +273,59 @@ def _divisors(n: int, low: int = 1, high: int | None = None) -> list[int]:
     return [d for d in range(low, min(n, high) + 1) if n % d == 0]
 
 
-def _persisted(key: str, options: list | None, default):
-    """Prepare the sidebar widget ``w:{key}`` so its value survives page switches and stays valid.
+def remember(key: str, fix: Callable[[Any], Any]) -> str:
+    """Prepare the widget ``key`` so its value survives page switches and stays valid; returns ``key``.
 
-    Streamlit drops a widget's state when a page that does not draw it runs, so the value also
-    lives under the plain ``key``. The current widget value wins; otherwise the saved one is
-    restored. A value that is no longer among ``options`` (patch sizes after the image size
-    changed, say) moves to the nearest valid one.
+    Streamlit forgets a widget's value when a page that does not draw it runs, so a copy also
+    lives under ``key + "#"``. The current widget value wins, else the saved copy is restored;
+    ``fix(value)`` turns it (or None, the first time) into a value the current config allows,
+    e.g. a layer index clamped to the current number of layers.
     """
-    state = st.session_state
-    widget = f"w:{key}"
-    if widget in state:
-        state[key] = state[widget]
-    value = state.get(key, default)
-    if options is not None and value not in options:
-        if default in options:
-            value = default
-        elif all(isinstance(o, (int, float)) for o in options) and isinstance(value, (int, float)):
-            value = min(options, key=lambda o: abs(o - value))
-        else:
-            value = options[0]
-    state[key] = state[widget] = value
+    state, saved = st.session_state, key + "#"
+    if key in state:
+        state[saved] = state[key]
+    state[saved] = state[key] = fix(state.get(saved))
+    return key
+
+
+def clamp_index(count: int, default: int = 0) -> Callable[[Any], int]:
+    """A ``fix`` for :func:`remember`: an index in ``range(count)`` (too large ones move to the last)."""
+
+    def fix(value):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+            return min(default, count - 1)
+        return int(min(max(value, 0), count - 1))
+
+    return fix
+
+
+def one_of(options: list, default) -> Callable[[Any], Any]:
+    """A ``fix`` for :func:`remember`: keep the value if it is an option, else the nearest one (or ``default``)."""
+
+    def fix(value):
+        if value in options:
+            return value
+        if value is not None and all(isinstance(o, (int, float)) for o in options) and isinstance(value, (int, float)):
+            return min(options, key=lambda o: abs(o - value))
+        return default if default in options else options[0]
+
+    return fix
+
+
+def store_clicked_patch(chart_key: str, state_key: str) -> None:
+    """``on_select`` callback: keep the patch clicked on chart ``chart_key`` in ``st.session_state[state_key]``."""
+    from .charts.common import clicked_patch
+
+    index = clicked_patch(st.session_state.get(chart_key))
+    if index is not None:
+        st.session_state[state_key] = index
+
+
+def _persisted(key: str, options: list | None, default):
+    """The sidebar widget ``w:{key}``, remembered across pages (saved value also under ``key``)."""
+    widget = remember(f"w:{key}", one_of(options, default) if options is not None
+                      else (lambda v: default if v is None else v))
+    st.session_state[key] = st.session_state[widget]
     return widget
 
 
@@ -303,12 +335,9 @@ def _choose_config(source: str, base_config: ViTConfig) -> ViTConfig:
     trained = source != RANDOM
     if state.get("_config_source") != source:  # a new model: start from its own shape
         state["_config_source"] = source
-        for key, value in (("image_size", base_config.image_size), ("patch_size", base_config.patch_size),
-                           ("hidden_size", base_config.hidden_size), ("num_heads", base_config.num_attention_heads),
-                           ("num_layers", base_config.num_hidden_layers),
-                           ("mlp_size", base_config.intermediate_size)):
-            state[key] = value
-            state.pop(f"w:{key}", None)
+        for key in ("image_size", "patch_size", "hidden_size", "num_heads", "num_layers", "mlp_size"):
+            for stale in (key, f"w:{key}", f"w:{key}#"):
+                state.pop(stale, None)
 
     sizes = sorted(set(IMAGE_SIZES) | {base_config.image_size})
     image_size = st.sidebar.select_slider(

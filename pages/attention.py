@@ -21,7 +21,7 @@ PAGE = "pages/attention.py"
 # ---------------------------------------------------------------------------------- cached helpers
 @st.cache_data(max_entries=16, show_spinner=False)
 def picture_uri(digest: str, source: str, config_json: str, _image: np.ndarray) -> str:
-    return charts.image_uri(_image)
+    return charts.image_source(_image)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)

@@ -6,7 +6,7 @@ import numpy as np
 import streamlit as st
 
 from vit_explain import model as vit, ui
-from vit_explain.charts import common, embeddings as charts
+from vit_explain.charts import embeddings as charts
 
 SELECTED = "emb:selected"
 

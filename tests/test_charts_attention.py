@@ -77,7 +77,7 @@ def test_blend_map_blocks_and_alpha_extremes():
 def test_image_uri_round_trip():
     flat = np.zeros((20, 20, 3), dtype=np.uint8)
     flat[5:10, 5:10] = (200, 10, 30)
-    uri = A.image_uri(flat)
+    uri = A.image_source(flat)
     assert uri.startswith("data:image/png")  # flat colours compress best as PNG: lossless
     assert (_decode(uri) == flat).all()
 

@@ -196,7 +196,7 @@ def test_compact_images_keeps_the_picture_and_shrinks_the_payload():
     decoded = np.asarray(Image.open(_io.BytesIO(base64.b64decode(fig.data[0].source.split(",", 1)[1]))))
     assert decoded.shape == image.shape and np.abs(decoded.astype(int) - image).mean() < 3
     assert len(pio.to_json(fig, validate=False)) < before / 2
-    png = PA.data_uri(image, "PNG")
+    png = PA.image_source(image, "png")
     exact = np.asarray(Image.open(_io.BytesIO(base64.b64decode(png.split(",", 1)[1]))))
     np.testing.assert_array_equal(exact, image)  # PNG is lossless
 

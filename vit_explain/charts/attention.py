@@ -23,7 +23,7 @@ import numpy as np
 import plotly.colors as pcolors
 import plotly.graph_objects as go
 
-from .common import ATTENTION_SCALE, SIGNED_SCALE, click_layer, f32, grid_lines, style
+from .common import ATTENTION_SCALE, SIGNED_SCALE, click_layer, f32, grid_lines, image_source, style
 
 #: Colour of the query-patch marker (same as the selection box of ``common.click_layer``).
 QUERY_COLOR = "#ff2d55"
@@ -108,26 +108,6 @@ def blend_map(image: np.ndarray, values: np.ndarray, zmin: float = 0.0, zmax: fl
     return blend_maps(image, np.asarray(values)[None], zmin, zmax, **kwargs)[0]
 
 
-def image_uri(rgb: np.ndarray, fmt: str = "auto", quality: int = 90) -> str:
-    """A ``data:`` URI of an RGB uint8 picture.
-
-    ``fmt``: "png" (lossless), "jpeg" (fast and small for photos), or "auto": both, keep the
-    smaller (flat synthetic pictures come out smaller as PNG, photos as JPEG).
-    """
-    from PIL import Image
-
-    pil = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
-    formats = {"png": ["PNG"], "jpeg": ["JPEG"], "auto": ["PNG", "JPEG"]}[fmt]
-    best = None
-    for name in formats:
-        buffer = io.BytesIO()
-        pil.save(buffer, format=name, **({"quality": quality} if name == "JPEG" else {"compress_level": 6}))
-        data = buffer.getvalue()
-        if best is None or len(data) < len(best[1]):
-            best = (name.lower(), data)
-    return f"data:image/{best[0]};base64," + base64.b64encode(best[1]).decode("ascii")
-
-
 def overlay_tiles(image: np.ndarray, maps: np.ndarray, zmin: float = 0.0, zmax: float = 1.0, *,
                   tile: int | None = None, colorscale: str = ATTENTION_SCALE, fmt: str = "jpeg") -> list[str]:
     """One blended picture per map (``maps``: ``[n, g, g]``), as data URIs for :func:`overlay_facets`.
@@ -136,7 +116,7 @@ def overlay_tiles(image: np.ndarray, maps: np.ndarray, zmin: float = 0.0, zmax: 
     """
     maps = np.asarray(maps)
     size = tile or tile_size_for(maps.shape[-1], 160 if len(maps) <= 16 else 96)  # many heads: smaller panels
-    return [image_uri(t, fmt) for t in blend_maps(image, maps, zmin, zmax, size=size, colorscale=colorscale)]
+    return [image_source(t, fmt) for t in blend_maps(image, maps, zmin, zmax, size=size, colorscale=colorscale)]
 
 
 def colorbar_trace(title: str, zmin: float, zmax: float, colorscale: str = ATTENTION_SCALE, **colorbar) -> go.Scatter:
@@ -238,7 +218,7 @@ def query_picker(image: np.ndarray, patch_size: int, query_patch: int, title: st
     ``source``: a ready data URI of ``image`` (cached by the caller); encoded here if missing.
     """
     size = image.shape[0]
-    fig = go.Figure(go.Image(source=source or image_uri(image), hoverinfo="skip"))
+    fig = go.Figure(go.Image(source=source or image_source(image), hoverinfo="skip"))
     grid_lines(fig, size, patch_size, width=0.6)
     click_layer(fig, size, patch_size, selected=query_patch)
     fig.update_xaxes(range=[-0.5, size - 0.5], showgrid=False, zeroline=False, showticklabels=False, ticks="")

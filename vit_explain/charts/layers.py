@@ -8,14 +8,12 @@ overlays are sent as a compressed JPEG data URI (a few tens of KB) instead of a 
 
 from __future__ import annotations
 
-import base64
-import io
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import ATTENTION_SCALE, equal_axes, f32, grid_lines, style
+from .common import ATTENTION_SCALE, equal_axes, f32, grid_lines, image_source, style
 
 #: Qualitative colours for heads (cycled when there are more heads than colours).
 HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -23,18 +21,9 @@ HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 
 
 # ------------------------------------------------------------------------------- pictures
-def picture_source(image: np.ndarray, quality: int = 88) -> str:
-    """A uint8 [H, W, 3] picture as a JPEG data URI (what ``go.Image(source=...)`` takes)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB").save(buffer, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
 def picture_trace(image: np.ndarray, source: str | None = None) -> go.Image:
     """The picture as a light-weight image trace in pixel coordinates (y downwards)."""
-    return go.Image(source=source or picture_source(image), x0=0, y0=0, dx=1, dy=1, hoverinfo="skip")
+    return go.Image(source=source or image_source(image, "jpeg", 88), x0=0, y0=0, dx=1, dy=1, hoverinfo="skip")
 
 
 def _map_trace(values: np.ndarray, image_size: int, *, zmin, zmax, colorscale, opacity, showscale,
@@ -57,7 +46,7 @@ def overlay_panels(image: np.ndarray, maps: list[np.ndarray], titles: list[str],
     """Several [g, g] maps side by side, each over the picture, on ONE shared colour scale."""
     n = len(maps)
     size = int(image.shape[0])
-    source = picture_source(image)
+    source = image_source(image, "jpeg", 88)
     fig = make_subplots(rows=1, cols=n, subplot_titles=titles, horizontal_spacing=0.04)
     for i, values in enumerate(maps):
         fig.add_trace(picture_trace(image, source), row=1, col=i + 1)

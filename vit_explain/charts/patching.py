@@ -7,15 +7,12 @@ per tile or a raw pixel array.
 
 from __future__ import annotations
 
-import base64
-import io
 
 import numpy as np
 import plotly.graph_objects as go
 from einops import rearrange
-from PIL import Image
 
-from .common import equal_axes, f32, style
+from .common import equal_axes, f32, image_source, style
 
 CHANNEL_COLOURS = ("#d62728", "#2ca02c", "#1f77b4")
 CHANNEL_NAMES = ("red", "green", "blue")
@@ -89,26 +86,15 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1) if factor > 1 else image
 
 
-def data_uri(image: np.ndarray, fmt: str = "PNG", quality: int = 92) -> str:
-    """An RGB uint8 picture as a base64 ``data:`` URI: PNG (exact pixels) or JPEG (photos, ~5x smaller)."""
-    buffer = io.BytesIO()
-    picture = Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
-    if fmt.upper() == "JPEG":
-        picture.save(buffer, format="JPEG", quality=quality)
-    else:
-        picture.save(buffer, format="PNG", compress_level=6)
-    return f"data:image/{fmt.lower()};base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
 def png_data_uri(image: np.ndarray) -> str:
-    return data_uri(image, "PNG")
+    return image_source(image, "PNG")
 
 
 def png_trace(image: np.ndarray, scale: int = 1, fmt: str = "PNG") -> go.Image:
     """An RGB uint8 picture as a compressed image trace (Plotly draws its pixels crisp, not blurred).
     ``scale`` > 1 stores it enlarged that many times while the axes keep the original units."""
     big = upscale(image, scale)
-    return go.Image(source=data_uri(big, fmt), x0=-0.5 + 0.5 / scale, dx=1.0 / scale, y0=-0.5 + 0.5 / scale,
+    return go.Image(source=image_source(big, fmt), x0=-0.5 + 0.5 / scale, dx=1.0 / scale, y0=-0.5 + 0.5 / scale,
                     dy=1.0 / scale, hoverinfo="skip")
 
 
@@ -121,7 +107,7 @@ def compact_images(fig: go.Figure, fmt: str = "JPEG") -> go.Figure:
     for trace in fig.data:
         if trace.type == "image" and trace.z is not None and trace.source is None:
             z = np.asarray(trace.z, dtype=np.uint8)
-            trace.update(source=data_uri(z, fmt), z=None)
+            trace.update(source=image_source(z, fmt), z=None)
     return fig
 
 

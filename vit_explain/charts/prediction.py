@@ -7,15 +7,12 @@ view draws the same picture three times and a PNG is several times smaller than 
 
 from __future__ import annotations
 
-import base64
-import io
 
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image
 from plotly.subplots import make_subplots
 
-from .common import ATTENTION_SCALE, SIGNED_SCALE, click_layer, equal_axes, f32, style
+from .common import ATTENTION_SCALE, SIGNED_SCALE, click_layer, equal_axes, f32, image_source, style
 
 #: Colours for "before" and "after" in the comparison charts (colour-blind safe pair).
 BEFORE_COLOR = "#4c78a8"
@@ -56,20 +53,6 @@ def forward_flops(image_size: int, patch_size: int, hidden: int, layers: int, ml
 
 
 # ------------------------------------------------------------------------------ picture helpers
-def image_source(image: np.ndarray, jpeg_quality: int = 90) -> str:
-    """A uint8 [H, W, 3] picture as a data URI for ``go.Image(source=...)``: PNG or JPEG, whichever is smaller.
-
-    Flat synthetic pictures stay lossless PNG; photos become a JPEG several times smaller than
-    their PNG (the side-by-side view sends the picture three times).
-    """
-    picture = Image.fromarray(np.ascontiguousarray(np.asarray(image, dtype=np.uint8)))
-    png, jpeg = io.BytesIO(), io.BytesIO()
-    picture.save(png, format="PNG", optimize=True)
-    picture.save(jpeg, format="JPEG", quality=jpeg_quality)
-    kind, data = ("png", png) if png.tell() <= jpeg.tell() else ("jpeg", jpeg)
-    return f"data:image/{kind};base64," + base64.b64encode(data.getvalue()).decode("ascii")
-
-
 def _picture(source: str, size: int) -> go.Image:
     # with a data URI Plotly cannot know the size before loading it, so give the pixel box explicitly
     return go.Image(source=source, x0=0, dx=1, y0=0, dy=1, hoverinfo="skip", name="picture")

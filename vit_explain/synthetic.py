@@ -32,8 +32,8 @@ CLASS_NAMES: list[str] = [
 NUM_CLASSES = len(CLASS_NAMES)
 
 # Object half-extent as a fraction of the image side: the drawn shapes span roughly
-# 2 * 0.92 * scale, i.e. about 30% to 60% of the side.
-_SCALE_RANGE = (0.165, 0.325)
+# 2 * 0.92 * scale, i.e. about a third to 60% of the side.
+_SCALE_RANGE = (0.18, 0.325)
 # HSV value range of the background's colours (gradient and blobs): dull and darkish, so that the
 # objects, which are brighter, stand out whatever their hue.
 _DULL = (0.1, 0.6)
@@ -94,17 +94,18 @@ def _ring(u, v):
 
 
 def _heart(u, v):
-    # The classic sextic heart, (x^2 + y^2 - 1)^3 - x^2 y^3 <= 0, with y pointing up and the
-    # curve shifted so that its box is centred.
-    x = u * 1.22
-    y = -v * 1.22 + 0.12
-    q = x * x + y * y - 1.0
-    return q * q * q - x * x * y * y * y <= 0
+    # Two round lobes with a deep notch between them, over a point: the lobes are discs of
+    # radius 0.5 centred at (+-0.48, -0.3); below their centres the outline runs straight from
+    # their outer edges to the tip at (0, 0.92). (v points down, so the point is at the bottom.)
+    lobes = ((u - 0.48) ** 2 + (v + 0.3) ** 2 <= 0.25) | ((u + 0.48) ** 2 + (v + 0.3) ** 2 <= 0.25)
+    point = (v >= -0.3) & (v <= 0.92) & (np.abs(u) <= 0.98 * (0.92 - v) / 1.22)
+    return lobes | point
 
 
 def _arrow(u, v):
-    shaft = (np.abs(v) <= 0.17) & (u >= -0.92) & (u <= 0.15)
-    head = (u >= 0.05) & (u <= 0.92) & (np.abs(v) <= 0.62 * (0.92 - u) / 0.87)
+    # A thick shaft and a head no wider than the shaft is long, pointing along +u.
+    shaft = (np.abs(v) <= 0.2) & (u >= -0.92) & (u <= 0.25)
+    head = (u >= 0.15) & (u <= 0.92) & (np.abs(v) <= 0.55 * (0.92 - u) / 0.77)
     return shaft | head
 
 

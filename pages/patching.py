@@ -64,7 +64,6 @@ def patch_explorer() -> None:
     with left:
         fig = common.image_with_grid(run.image, P, f"The {S} x {S} picture with its {g} x {g} patch grid", height=440)
         common.click_layer(fig, S, P, selected=selected)
-        charts.compact_images(fig)  # the photo as a JPEG: a tenth of the raw pixel array
         ui.plot(fig, key="patch:image", on_select=partial(ui.store_clicked_patch, "patch:image", SELECTED), selection_mode="points")
     with right:
         ui.plot(charts.patch_tiles_figure(run.image, P, selected=selected, height=440), key="patch:tiles",

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 import torch
@@ -189,7 +190,7 @@ def test_compact_images_keeps_the_picture_and_shrinks_the_payload():
 
     y, x = np.mgrid[0:64, 0:64]
     image = np.stack([x * 4, y * 4, np.full_like(x, 128)], -1).astype(np.uint8)
-    fig = common_image_figure(image)
+    fig = go.Figure(go.Image(z=image))  # a raw-pixel picture, as a figure built elsewhere may have
     before = len(pio.to_json(fig, validate=False))
     PA.compact_images(fig)
     assert fig.data[0].z is None and fig.data[0].source.startswith("data:image/jpeg;base64,")

@@ -53,8 +53,11 @@ def image_source(image: np.ndarray, fmt: str = "auto", quality: int = 90) -> str
 
 
 def image_trace(image: np.ndarray) -> go.Image:
-    """An RGB uint8 [H, W, 3] picture as a Plotly trace (pixel coordinates, y downwards)."""
-    return go.Image(z=np.asarray(image, dtype=np.uint8), hoverinfo="skip")
+    """An RGB uint8 [H, W, 3] picture as a Plotly trace (pixel centres at integer coordinates, y downwards).
+
+    Sent as a compressed data URI rather than a pixel array (a 224 x 224 photo: ~15 KB instead of ~200 KB).
+    """
+    return go.Image(source=image_source(image), x0=0, dx=1, y0=0, dy=1, hoverinfo="skip")
 
 
 def grid_lines(fig: go.Figure, image_size: int, patch_size: int, row=None, col=None, color="rgba(255,255,255,0.85)",

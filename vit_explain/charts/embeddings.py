@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 from .. import analysis
 
 from .common import SIGNED_SCALE, click_layer, f32, overlay_map, style
-from .patching import compact_images, mosaic, subtitle
+from .patching import mosaic, subtitle
 
 #: Largest side (in cells) of the similarity mosaic; bigger grids show every k-th patch's map.
 MAX_MOSAIC_SIDE = 320
@@ -207,7 +207,6 @@ def similarity_overlay_figure(image: np.ndarray, similarity_map: np.ndarray, pat
         fig.update_traces(zmid=0, selector=dict(type="heatmap"))
     click_layer(fig, image.shape[0], patch_size, selected=selected)
     fig.update_traces(colorbar=dict(thickness=12), selector=dict(type="heatmap"))
-    compact_images(fig)  # the photo underneath as a JPEG
     return subtitle(fig, "click a patch to pick another")
 
 

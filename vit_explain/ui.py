@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+# Fully imported before any session runs: plotly peeks at sys.modules['pandas'] without waiting for an
+# import in progress, so concurrent first page loads crashed with "partially initialized module 'pandas'".
+import pandas  # noqa: F401
 import streamlit as st
 import torch
 

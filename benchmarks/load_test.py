@@ -23,7 +23,7 @@ itself:
 Page-ready means: the script run finished (``data-test-script-state="notRunning"`` on the app
 root), no "Running" status widget and no spinner, the expected content is on screen (the page
 title, this session's image caption, the token count of its patch size), every Plotly chart has
-been drawn, and the page's element count has been stable for 300 ms (the time reported is the
+been drawn, and the page's element count has been stable for 400 ms (polled every 200 ms) (the time reported is the
 start of that stable window). An error is any ``stException`` element, a step that timed out, a
 traceback in the server log or an isolation mismatch.
 
@@ -94,8 +94,16 @@ READY_JS = r"""
   const n = document.querySelectorAll('[data-testid]').length;
   const now = Date.now();
   if (window.__vxN !== n) { window.__vxN = n; window.__vxSince = now; return false; }
-  return now - window.__vxSince >= 300 ? window.__vxSince : false;
+  return now - window.__vxSince >= 400 ? window.__vxSince : false;
 }
+"""
+
+# Installed in every page before Streamlit loads: records each change of the script-run state, so
+# the moment the server finished ("notRunning") can be told apart from the moment the page was drawn.
+STATE_LOG_JS = r"""
+window.__vxStates = [];
+new MutationObserver(ms => { for (const m of ms) window.__vxStates.push([Date.now(), m.target.getAttribute('data-test-script-state')]); })
+  .observe(document, {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
 """
 
 # What a session sees on the current page (compared with its own single-user run).
@@ -246,8 +254,14 @@ class Server:
         self._log.close()
 
     def tracebacks(self) -> list[str]:
-        text = self.log_path.read_text(errors="replace")
-        return [m.group(0)[:400] for m in re.finditer(r"Traceback \(most recent call last\):.*?(?=\n\S|\Z)", text, re.S)]
+        """The final error line of every traceback in the server log (plain or rich-formatted)."""
+        text = re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
+        found = []
+        for match in re.finditer(r"Traceback \(most recent call last\)", text):
+            tail = text[match.end():match.end() + 20000]
+            last = re.search(r"^\s*((?:\w+\.)*\w*(?:Error|Exception|Interrupt)\b.*)$", tail, re.M)
+            found.append(last.group(1).strip()[:300] if last else tail[:300])
+        return found
 
 
 # ---------------------------------------------------------------------------------- sessions
@@ -270,6 +284,9 @@ class Result:
     latencies: dict[str, float] = field(default_factory=dict)  # step -> seconds
     seen: dict[str, dict] = field(default_factory=dict)  # page -> what it showed
     errors: list[str] = field(default_factory=list)
+    failed_in_a_row: int = 0
+    server_done: dict[str, float] = field(default_factory=dict)  # step -> seconds until the run finished
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # step -> (server, browser) CPU s
 
 
 def make_inputs(n: int, folder: Path, image_size: int, patch_sizes: list[int]) -> list[Spec]:
@@ -298,24 +315,50 @@ async def wait_ready(page, want: dict, timeout: float | None = None) -> float:
     """Wait until the page is ready (see READY_JS); return that moment as epoch seconds."""
     await page.evaluate("() => { window.__vxN = -1; }")
     timeout = STEP_TIMEOUT_S if timeout is None else timeout
-    handle = await page.wait_for_function(READY_JS, arg=want, polling=100, timeout=timeout * 1000)
+    handle = await page.wait_for_function(READY_JS, arg=want, polling=200, timeout=timeout * 1000)
     return float(await handle.json_value()) / 1000.0
 
 
 VERBOSE = False
+SHOTS: Path | None = None  # screenshots of failed steps go here (--shots)
+LOAD_BEFORE = "?"
+METER = None  # during the one-at-a-time runs: () -> (server CPU s, browser CPU s)
 
 
 async def step(result: Result, name: str, page, action, want: dict) -> None:
+    cpu_before = METER() if METER else None
     start = time.time()
     try:
         await action()
         ready = await wait_ready(page, want)
         result.latencies[name] = max(0.0, ready - start)
+        states = await page.evaluate("() => window.__vxStates || []")
+        done = [t / 1000.0 for t, state in states if state == "notRunning" and start * 1000 <= t <= ready * 1000 + 1]
+        if done:
+            result.server_done[name] = done[-1] - start
+        if cpu_before is not None:
+            after = METER()
+            result.cpu[name] = (after[0] - cpu_before[0], after[1] - cpu_before[1])
     except Exception as exc:  # a timeout or a broken page: an error, the session goes on
         result.errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        result.failed_in_a_row += 1
+        try:  # what was on screen: alerts, and a screenshot for the report
+            alerts = await page.evaluate(
+                "() => [...document.querySelectorAll('[data-testid=\"stAlert\"], [data-testid=\"stException\"]')]"
+                ".map(e => e.innerText.slice(0, 200))")
+            if alerts:
+                result.errors[-1] += f" (on screen: {alerts})"
+            if SHOTS is not None:
+                SHOTS.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(SHOTS / f"session{result.spec.index:02d}-{name.replace(' ', '_')}.png"))
+        except Exception:
+            pass
         if VERBOSE:
             print(f"    [{result.spec.index}] {name}: {result.errors[-1]}", flush=True)
+        if result.failed_in_a_row >= 2:
+            raise RuntimeError("two steps in a row failed; this session stops")
         return
+    result.failed_in_a_row = 0
     if VERBOSE:
         print(f"    [{result.spec.index}] {name}: {result.latencies[name]:.2f} s", flush=True)
     seen = await page.evaluate(SEEN_JS)
@@ -345,6 +388,7 @@ async def run_session(browser, base_url: str, spec: Spec, model: dict, pages: li
     result = Result(spec)
     await asyncio.sleep(stagger)
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    await context.add_init_script(STATE_LOG_JS)
     page = await context.new_page()
     page.set_default_timeout(STEP_TIMEOUT_S * 1000)
     overview_title = (titles or {}).get("")
@@ -450,11 +494,23 @@ async def drive(args, server: Server, specs: list[Spec], model: dict, pages: lis
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        executable = CHROMIUM
+        if args.nice_browser:  # every browser process at the lowest CPU priority: the server goes first
+            executable = str(Path(args.tmp) / "chromium-nice")
+            Path(executable).write_text(f'#!/bin/sh\nexec nice -n 19 {CHROMIUM} "$@"\n')
+            os.chmod(executable, 0o755)
+        browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
             # 1. every session alone, one after another: the reference of what it must see
             print(f"reference runs: {len(specs)} sessions, one at a time ...", flush=True)
             references, titles = [], None
+            global METER
+
+            def meter() -> tuple[float, float]:
+                helpers = [p for p in process_tree(os.getpid()) if p != os.getpid()]
+                return cpu_seconds(process_tree(server.proc.pid)), cpu_seconds(helpers)
+
+            METER = meter
             for spec in specs:
                 ref = await run_session(browser, server.url, spec, model, pages, titles, 0.0)
                 references.append(ref)
@@ -465,6 +521,7 @@ async def drive(args, server: Server, specs: list[Spec], model: dict, pages: lis
                 print(f"  {spec.image_name:28s} patch {spec.patch_size:3d}: "
                       f"{'ok' if not ref.errors else ref.errors}", flush=True)
 
+            METER = None
             # 2. all sessions at once
             print(f"concurrent run: {len(specs)} sessions at once ...", flush=True)
             cpu_before = cpu_seconds(process_tree(server.proc.pid))
@@ -516,7 +573,7 @@ async def upload_limit_check(browser, base_url: str, tmp: Path, titles) -> str:
 
 
 def main() -> int:
-    global VERBOSE, STEP_TIMEOUT_S
+    global VERBOSE, STEP_TIMEOUT_S, SHOTS, LOAD_BEFORE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sessions", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="3 sessions")
@@ -529,8 +586,14 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT_S, help="seconds one step may take")
     parser.add_argument("--verbose", action="store_true", help="print every step as it completes")
+    parser.add_argument("--nice-browser", action="store_true",
+                        help="run Chromium at nice 19, so the server is measured as if the browsers were on the "
+                             "students' own laptops (they still share the 2 cores)")
+    parser.add_argument("--log", type=Path, help="keep the server's log in this file")
+    parser.add_argument("--only", help="debugging: run only these session numbers (comma-separated)")
+    parser.add_argument("--shots", type=Path, help="save a screenshot of every failed step in this folder")
     args = parser.parse_args()
-    VERBOSE, STEP_TIMEOUT_S = args.verbose, args.step_timeout
+    VERBOSE, STEP_TIMEOUT_S, SHOTS = args.verbose, args.step_timeout, args.shots
 
     def stop_on_sigterm(signum, frame):  # `timeout` or Ctrl-C: still stop the server and browser
         raise KeyboardInterrupt
@@ -548,8 +611,13 @@ def main() -> int:
         model = choose_model(args.model, tmp)
         patches = patch_choices(model["image_size"], model["patch_size"])
         specs = make_inputs(n, tmp, model["image_size"], patches)
+        if args.only:
+            keep = {int(i) for i in args.only.split(",")}
+            specs = [s for s in specs if s.index in keep]
+            n = len(specs)
         pages = [(slug.strip(), slug.strip()) for slug in args.pages.split(",") if slug.strip()]
-        server = Server(tmp / "server.log")
+        LOAD_BEFORE = " ".join(open("/proc/loadavg").read().split()[:3])
+        server = Server(args.log or tmp / "server.log")
         sampler = None
         try:
             server.wait_healthy()
@@ -577,16 +645,32 @@ def main() -> int:
     print(f"vit-explain load test: {n} concurrent sessions, model: {model['kind']}, "
           f"patch sizes {sorted({s.patch_size for s in specs})}, pages: upload -> "
           f"{' -> '.join(slug for slug, _ in pages)} -> overview")
-    print(f"machine: {os.cpu_count()} cores; one Chromium, one context per session; all on 127.0.0.1")
+    print(f"machine: {os.cpu_count()} cores; one Chromium{' at nice 19' if args.nice_browser else ''}, one context per "
+          f"session; all on 127.0.0.1; load average before the run {LOAD_BEFORE}")
     print(f"concurrent run wall time: {wall:.1f} s; server CPU {cpu:.1f} s ({cpu / wall:.2f} cores), "
           f"browser CPU {browser_cpu:.1f} s ({browser_cpu / wall:.2f} cores)")
     print()
-    print(f"{'step':22s} {'n':>4s} {'p50 s':>8s} {'p95 s':>8s} {'max s':>8s}")
+    print("page-ready latency under load (server done = the script run finished, before the browser drew it);")
+    print("CPU per step = one session alone (median over the single-user runs), server and browser:")
+    print(f"{'step':22s} {'n':>4s} {'p50 s':>8s} {'p95 s':>8s} {'max s':>8s} {'server done p50/p95':>20s} "
+          f"{'CPU server':>11s} {'CPU browser':>12s}")
     for name, values in by_step.items():
         if values:
-            print(f"{name:22s} {len(values):4d} {percentile(values, .5):8.2f} {percentile(values, .95):8.2f} {max(values):8.2f}")
+            done = [r.server_done[name] for r in results if name in r.server_done]
+            cpu = [r.cpu[name] for r in references if name in r.cpu]
+            cpu_s = statistics.median(c[0] for c in cpu) if cpu else float("nan")
+            cpu_b = statistics.median(c[1] for c in cpu) if cpu else float("nan")
+            print(f"{name:22s} {len(values):4d} {percentile(values, .5):8.2f} {percentile(values, .95):8.2f} "
+                  f"{max(values):8.2f} {percentile(done, .5):9.2f} /{percentile(done, .95):8.2f} {cpu_s:10.2f}s {cpu_b:11.2f}s")
     print(f"{'ALL page visits':22s} {len(visits):4d} {p50:8.2f} {p95:8.2f} {max(visits) if visits else float('nan'):8.2f}"
           f"   (of {expected_visits} expected)")
+    per_session = [sum(a + b for a, b in r.cpu.values()) for r in references if r.cpu]
+    if per_session:
+        server_share = [sum(a for a, _ in r.cpu.values()) for r in references if r.cpu]
+        need = statistics.median(per_session) * n / (os.cpu_count() or 1)
+        print(f"one session's whole visit costs {statistics.median(per_session):.1f} CPU s alone "
+              f"({statistics.median(server_share):.1f} s of it in the server): {n} sessions need at least "
+              f"{need:.0f} s of this machine's {os.cpu_count()} cores, whatever the order")
     print()
     print(f"peak server RSS (process tree): {sampler.peak / 2**20:.0f} MB")
     print(f"errors: {len(errors)} in the concurrent run, {len(reference_errors)} in the single-user runs, "

@@ -535,3 +535,21 @@ def test_checkpoint_without_head_or_pooler_renders(local_app, checkpoints):
     assert caption(at) is not None
     at.sidebar.text_input(key="w:local_path").input(str(checkpoints["good"])).run()
     assert_healthy(at)
+
+
+# ------------------------------------------------------------------------------------------
+# many students at once: what the load test found
+# ------------------------------------------------------------------------------------------
+
+
+def test_plotly_never_sees_a_half_imported_pandas():
+    """Plotly reads ``sys.modules['pandas']`` without the import lock; Streamlit imports pandas lazily.
+
+    When 20 sessions opened the app at once, a session building a figure while another imported
+    pandas crashed ("partially initialized module 'pandas'"). Importing the app's UI module must
+    therefore leave pandas fully imported before any page code runs.
+    """
+    code = "import sys, vit_explain.ui; m = sys.modules.get('pandas'); print(bool(m) and hasattr(m, 'Series'))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "True"

@@ -1,0 +1,331 @@
+"""Every performance budget of DESIGN.md, measured in one run, printed as one table.
+
+    python benchmarks/budgets.py                  # all budgets (a few minutes on 2 cores)
+    python benchmarks/budgets.py --rounds 9       # fewer forward-pass rounds
+    python benchmarks/budgets.py --worst-case     # also the heaviest allowed setting (slow, ~3 GB)
+
+Budgets (ViT-B/16 at 224, batch 1, CPU; random weights where the app is involved):
+
+* traced forward / transformers eager forward with output_attentions + output_hidden_states <= 1.00
+* traced forward / our untraced forward <= 1.10
+  (both as benchmarks/forward.py measures them: the three variants interleaved round after round
+  on the same weights; judged on the fastest rounds, medians shown)
+* page rerun after the trace is cached, changing only a layer/head picker <= 0.3 s of Python work
+  (AppTest: ``at.run()`` after a picker change to a layer/head not seen before; judged on the
+  median CPU time of this process, wall time shown beside it; AppTest's own overhead is included,
+  and AppTest reruns the whole page even where the browser would rerun only an ``st.fragment``)
+* first page after an upload, the model already cached <= 2 s (AppTest, a new picture each time)
+* figure payload per page <= 2 MB (the Plotly specs each page sends, summed)
+* server memory with ViT-B/16 and a few cached traces <= 1.5 GB (a fresh process runs the app in
+  AppTest: loads the model, traces 4 pictures through the app's caches and visits pages; VmHWM
+  from /proc/self/status; then 8 more pictures show whether the caches stay bounded)
+
+Timings are wall-clock on whatever else the machine is doing: run it on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.chdir(ROOT)  # Streamlit reads .streamlit/config.toml from here, as the real server does
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+PAGES = ["overview", "patching", "embeddings", "attention", "mlp", "layers", "prediction"]
+MB = 1024 * 1024
+
+
+# ---------------------------------------------------------------------------------- helpers
+def proc_status_kb(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def picture(seed: int) -> bytes:
+    """A new picture (synthetic shapes on clutter) as PNG bytes: a new digest, so a new trace."""
+    from PIL import Image
+
+    from vit_explain.synthetic import sample
+
+    images, _, _ = sample(1, 4242 + seed, image_size=160)
+    buffer = io.BytesIO()
+    Image.fromarray(images[0]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def new_app():
+    from streamlit.runtime.caching.global_cache_budget import reconfigure_global_cache_budget_from_config
+    from streamlit.testing.v1 import AppTest
+
+    # The real server applies server.maxCacheDataSize (config.toml) at start-up; AppTest does not.
+    reconfigure_global_cache_budget_from_config()
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=600)
+    at.run()
+    at.sidebar.selectbox(key="w:model_choice").set_value("random").run()  # random ViT-B/16 at 224
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def timed_run(at) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one ``at.run()`` (AppTest runs the script in a thread here)."""
+    start, cpu = time.perf_counter(), time.process_time()
+    at.run()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    if at.exception:
+        raise RuntimeError(at.exception[0].value)
+    return elapsed, cpu
+
+
+def page_path(name: str) -> str:
+    return f"pages/{name}.py"
+
+
+def _number(text: str) -> int | None:
+    found = re.findall(r"-?\d+", str(text))
+    return int(found[0]) if found else None
+
+
+def pickers(at) -> list:
+    """The page's layer/head pickers (main area): select_sliders, sliders and selectboxes labelled so."""
+    found = []
+    for kind in ("select_slider", "selectbox", "slider"):
+        for widget in getattr(at.main, kind):
+            if re.search(r"\b(layer|head)\b", str(widget.label), re.I) and widget.key:
+                found.append((kind, widget.key))
+    return found
+
+
+def _get(at, kind: str, key: str):
+    return getattr(at.main, kind)(key=key)
+
+
+# ---------------------------------------------------------------------------------- measurements
+def forward_ratios(rounds: int, threads: int) -> dict[str, dict[str, float]]:
+    """Fastest and median of transformers eager (attentions + hidden states), ours traced, ours untraced.
+
+    Measured the way benchmarks/forward.py does (its timer, same variants, interleaved rounds); the
+    budget is judged on the fastest rounds, the estimate a busy machine disturbs least.
+    """
+    import torch
+    import transformers
+    from safetensors.torch import load_file
+
+    from vit_explain import ViTConfig, ViTForImageClassification
+    from vit_explain.capture import trace
+
+    try:
+        from forward import _time  # benchmarks/forward.py, the foundation benchmark
+    except ImportError:  # pragma: no cover - run from elsewhere
+        def _time(fn, clock=time.perf_counter):
+            start = clock()
+            fn()
+            return clock() - start
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    ref = transformers.ViTForImageClassification(
+        transformers.ViTConfig(num_labels=1000, attn_implementation="eager")).eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        ref.save_pretrained(tmp)
+        ours = ViTForImageClassification(ViTConfig(num_labels=1000)).eval()
+        ours.load_state_dict(load_file(f"{tmp}/model.safetensors"), strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    variants = {
+        "eager": lambda: ref(x, output_attentions=True, output_hidden_states=True),
+        "traced": lambda: trace(ours, x),
+        "untraced": lambda: ours(x),
+    }
+    times = {name: [] for name in variants}
+    with torch.no_grad():
+        for fn in variants.values():
+            fn(), fn()  # warm up
+        for _ in range(rounds):
+            for name, fn in variants.items():
+                times[name].append(_time(fn))
+    del ref, ours
+    return {"fastest": {n: min(t) for n, t in times.items()}, "median": {n: statistics.median(t) for n, t in times.items()}}
+
+
+def page_measurements(uploads: int, changes: int) -> dict:
+    """In one AppTest session at random ViT-B/16: payload per page, picker reruns, first page after upload."""
+    at = new_app()
+    out = {"payload": {}, "rerun": {}, "upload": {}, "notes": []}
+    for page in PAGES:
+        at.switch_page(page_path(page)).run()
+        if at.exception:
+            out["notes"].append(f"{page}: exception {at.exception[0].value[:120]}")
+            continue
+        out["payload"][page] = sum(len(chart.proto.spec) for chart in at.get("plotly_chart"))
+
+        # rerun after caching: change each layer/head picker to values not seen yet, time the run
+        samples = []
+        for kind, key in pickers(at):
+            try:
+                widget = _get(at, kind, key)
+                options = list(widget.options) if kind != "slider" else None
+                values = ([_number(o) for o in options] if options else
+                          list(range(int(widget.min), int(widget.max) + 1)))
+                values = [v for v in values if v is not None]
+                current = widget.value
+                todo = [v for v in reversed(values) if v != current][:changes]
+                for value in todo:
+                    _get(at, kind, key).set_value(value)
+                    samples.append(timed_run(at))
+            except Exception as exc:  # a picker this script cannot drive: say so, go on
+                out["notes"].append(f"{page}: picker {key}: {type(exc).__name__}: {str(exc)[:100]}")
+        if samples:
+            walls, cpus = [w for w, _ in samples], [c for _, c in samples]
+            out["rerun"][page] = (statistics.median(cpus), statistics.median(walls), max(walls), len(samples))
+
+    # first page after an upload: the model is cached, the picture is new
+    for page in ("overview", "attention"):
+        at.switch_page(page_path(page)).run()
+        samples = []
+        for i in range(uploads):
+            at.sidebar.file_uploader[0].set_value((f"budget-{page}-{i}.png", picture(100 * len(page) + i), "image/png"))
+            samples.append(timed_run(at)[0])
+            caption = at.sidebar.get("image")[0].proto.imgs[0].caption
+            assert caption.startswith(f"budget-{page}-{i}.png"), caption
+        out["upload"][page] = (statistics.median(samples), max(samples), len(samples))
+    return out
+
+
+def memory_probe() -> dict:
+    """Run in a fresh process: ViT-B/16 random in the app, 4 traced pictures, then 8 more."""
+    at = new_app()
+    base = proc_status_kb("VmRSS")
+    report = {"after_model_mb": base / 1024}
+    for i in range(12):
+        at.sidebar.file_uploader[0].set_value((f"mem-{i}.png", picture(900 + i), "image/png"))
+        at.switch_page(page_path("overview")).run()
+        for page in ("attention", "mlp"):
+            at.switch_page(page_path(page)).run()
+        if at.exception:
+            raise RuntimeError(at.exception[0].value)
+        if i == 3:
+            report["four_traces_rss_mb"] = proc_status_kb("VmRSS") / 1024
+            report["four_traces_hwm_mb"] = proc_status_kb("VmHWM") / 1024
+    report["twelve_traces_rss_mb"] = proc_status_kb("VmRSS") / 1024
+    report["twelve_traces_hwm_mb"] = proc_status_kb("VmHWM") / 1024
+    return report
+
+
+def worst_case_probe() -> dict:
+    """Fresh process: the heaviest setting the sidebar allows for random ViT-B/16 (224 / patch 7 = 1025 tokens)."""
+    at = new_app()
+    before = proc_status_kb("VmHWM")
+    at.sidebar.select_slider(key="w:patch_size").set_value(7)
+    seconds = timed_run(at)[0]
+    at.switch_page(page_path("attention")).run()
+    payload = sum(len(chart.proto.spec) for chart in at.get("plotly_chart"))
+    return {"seconds": seconds, "hwm_before_mb": before / 1024, "hwm_mb": proc_status_kb("VmHWM") / 1024,
+            "rss_mb": proc_status_kb("VmRSS") / 1024, "attention_payload_mb": payload / MB,
+            "tokens": [m.value for m in at.sidebar.metric if m.label == "Tokens"]}
+
+
+def in_fresh_process(flag: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, flag], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if out.returncode != 0 or not lines:
+        raise RuntimeError((out.stderr or out.stdout).strip().splitlines()[-1][:300])
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------------------------- main
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved forward-pass rounds")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--uploads", type=int, default=3, help="uploads timed per page")
+    parser.add_argument("--changes", type=int, default=5, help="picker changes timed per picker")
+    parser.add_argument("--worst-case", action="store_true", help="also run the heaviest allowed setting")
+    parser.add_argument("--memory-probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worst-case-probe", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.memory_probe:
+        print(json.dumps(memory_probe()))
+        return 0
+    if args.worst_case_probe:
+        print(json.dumps(worst_case_probe()))
+        return 0
+
+    rows: list[tuple[str, str, str, bool | None]] = []  # (what, budget, measured, ok)
+
+    print("server memory (fresh process) ...", flush=True)
+    try:
+        mem = in_fresh_process("--memory-probe")
+        rows.append(("server memory: ViT-B/16 + 4 cached traces (VmHWM)", "<= 1536 MB",
+                     f"{mem['four_traces_hwm_mb']:.0f} MB (model loaded: {mem['after_model_mb']:.0f} MB)",
+                     mem["four_traces_hwm_mb"] <= 1536))
+        grew = mem["twelve_traces_rss_mb"] - mem["four_traces_rss_mb"]
+        rows.append(("  ... after 12 traces (caches bounded?)", "<= 1536 MB",
+                     f"{mem['twelve_traces_hwm_mb']:.0f} MB peak, RSS {mem['twelve_traces_rss_mb']:.0f} MB "
+                     f"({grew:+.0f} MB since 4)", mem["twelve_traces_hwm_mb"] <= 1536))
+    except Exception as exc:
+        rows.append(("server memory", "<= 1536 MB", f"failed: {exc}", False))
+
+    print(f"forward passes ({args.rounds} interleaved rounds) ...", flush=True)
+    fw = forward_ratios(args.rounds, args.threads)
+    best, med = fw["fastest"], fw["median"]
+    r1, r2 = best["traced"] / best["eager"], best["traced"] / best["untraced"]
+    rows.append(("traced / transformers eager (attn + hidden)", "<= 1.00",
+                 f"{r1:.3f} fastest ({best['traced'] * 1e3:.0f} / {best['eager'] * 1e3:.0f} ms); "
+                 f"medians {med['traced'] / med['eager']:.3f}", r1 <= 1.0))
+    rows.append(("traced / our untraced forward", "<= 1.10",
+                 f"{r2:.3f} fastest ({best['traced'] * 1e3:.0f} / {best['untraced'] * 1e3:.0f} ms); "
+                 f"medians {med['traced'] / med['untraced']:.3f}", r2 <= 1.10))
+
+    print("pages in AppTest at random ViT-B/16 ...", flush=True)
+    pages = page_measurements(args.uploads, args.changes)
+    for page, (cpu, wall, worst, n) in pages["rerun"].items():
+        rows.append((f"rerun after a layer/head change: {page}", "<= 0.30 s",
+                     f"{cpu:.3f} s CPU median; wall {wall:.3f} s median, {worst:.3f} s max (n={n})", cpu <= 0.3))
+    for page, (median, worst, n) in pages["upload"].items():
+        rows.append((f"first page after an upload: {page}", "<= 2.00 s",
+                     f"{median:.2f} s median, {worst:.2f} s max (n={n})", median <= 2.0))
+    for page, size in pages["payload"].items():
+        rows.append((f"figure payload: {page}", "<= 2.00 MB", f"{size / MB:.2f} MB", size <= 2 * MB))
+
+    if args.worst_case:
+        print("worst allowed setting (fresh process) ...", flush=True)
+        try:
+            worst = in_fresh_process("--worst-case-probe")
+            rows.append(("worst allowed: ViT-B/16 224/7, 1025 tokens (info)", "<= 1536 MB",
+                         f"{worst['hwm_mb']:.0f} MB peak, {worst['seconds']:.1f} s trace+page, attention page "
+                         f"{worst['attention_payload_mb']:.2f} MB", worst["hwm_mb"] <= 1536))
+        except Exception as exc:
+            rows.append(("worst allowed setting", "info", f"failed: {exc}", None))
+
+    width = max(len(r[0]) for r in rows)
+    print()
+    print(f"vit-explain budgets: ViT-B/16 at 224, batch 1, CPU, {args.threads} threads, {os.cpu_count()} cores")
+    print(f"{'budget':{width}s}  {'limit':>11s}  {'':4s}  measured")
+    for what, budget, measured, ok in rows:
+        flag = "OK" if ok else ("OVER" if ok is False else "--")
+        print(f"{what:{width}s}  {budget:>11s}  {flag:4s}  {measured}")
+    for note in pages["notes"]:
+        print("note:", note)
+    return 0 if all(ok is not False for *_, ok in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,19 +32,19 @@ def _time(fn, clock=time.perf_counter) -> float:
     return clock() - start
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall: elapsed time; cpu: this process's CPU time, which other programs on a busy "
-                             "machine disturb far less (use it with --threads 1)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+LABELS = {
+    "eager": "transformers eager (attentions + hidden states)",
+    "traced": "ours, traced (every tap)",
+    "untraced": "ours, untraced",
+}
 
+
+def measure(rounds: int = 20, threads: int = 2, clock: str = "wall") -> dict[str, list[float]]:
+    """Times of each variant (keys of LABELS) on the same ViT-B/16 weights, interleaved round by round."""
     import transformers
     from safetensors.torch import load_file
 
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     ref = transformers.ViTForImageClassification(
         transformers.ViTConfig(num_labels=1000, attn_implementation="eager")).eval()
@@ -55,20 +55,30 @@ def main() -> None:
     x = torch.randn(1, 3, 224, 224)
 
     variants = {
-        "transformers eager (attentions + hidden states)":
-            lambda: ref(x, output_attentions=True, output_hidden_states=True),
-        "ours, traced (every tap)": lambda: trace(ours, x),
-        "ours, untraced": lambda: ours(x),
+        "eager": lambda: ref(x, output_attentions=True, output_hidden_states=True),
+        "traced": lambda: trace(ours, x),
+        "untraced": lambda: ours(x),
     }
+    times = {name: [] for name in variants}
     with torch.no_grad():
         for fn in variants.values():  # warm up
             for _ in range(2):
                 fn()
-        times = {name: [] for name in variants}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for name, fn in variants.items():
-                times[name].append(_time(fn, CLOCKS[args.clock]))
+                times[name].append(_time(fn, CLOCKS[clock]))
+    return times
 
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time, which other programs on a busy "
+                             "machine disturb far less (use it with --threads 1)")
+    args = parser.parse_args()
+    times = measure(args.rounds, args.threads, args.clock)
     report(times, f"{args.threads} threads, {args.clock} clock")
 
 
@@ -80,8 +90,8 @@ def report(times: dict[str, list[float]], setting: str) -> tuple[float, float]:
     print(f"ViT-B/16 at 224, batch 1, CPU, {setting}, {rounds} interleaved rounds:")
     print(f"  {'variant':50s} {'fastest':>9s} {'median':>9s}")
     for name in times:
-        print(f"  {name:50s} {best[name] * 1000:7.1f}ms {med[name] * 1000:7.1f}ms")
-    ref, traced, plain = list(times)
+        print(f"  {LABELS[name]:50s} {best[name] * 1000:7.1f}ms {med[name] * 1000:7.1f}ms")
+    ref, traced, plain = "eager", "traced", "untraced"
     r1, r2 = best[traced] / best[ref], best[traced] / best[plain]
     m1, m2 = med[traced] / med[ref], med[traced] / med[plain]
     print(f"traced / transformers eager: {r1:.3f} (medians {m1:.3f})  budget <= 1.00  {'OK' if r1 <= 1.0 else 'OVER'}")

@@ -34,7 +34,6 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -120,46 +119,13 @@ def _get(at, kind: str, key: str):
 def forward_ratios(rounds: int, threads: int, clock: str = "wall") -> dict[str, dict[str, float]]:
     """Fastest and median of transformers eager (attentions + hidden states), ours traced, ours untraced.
 
-    Measured the way benchmarks/forward.py does (its timer, same variants, interleaved rounds); the
+    Measured by benchmarks/forward.py's own ``measure`` (same variants, interleaved rounds); the
     budget is judged on the fastest rounds, the estimate a busy machine disturbs least.
     """
-    import torch
-    import transformers
-    from safetensors.torch import load_file
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from forward import measure  # benchmarks/forward.py, the foundation benchmark
 
-    from vit_explain import ViTConfig, ViTForImageClassification
-    from vit_explain.capture import trace
-
-    try:
-        from forward import _time  # benchmarks/forward.py, the foundation benchmark
-    except ImportError:  # pragma: no cover - run from elsewhere
-        def _time(fn, clock=time.perf_counter):
-            start = clock()
-            fn()
-            return clock() - start
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    ref = transformers.ViTForImageClassification(
-        transformers.ViTConfig(num_labels=1000, attn_implementation="eager")).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        ref.save_pretrained(tmp)
-        ours = ViTForImageClassification(ViTConfig(num_labels=1000)).eval()
-        ours.load_state_dict(load_file(f"{tmp}/model.safetensors"), strict=True)
-    x = torch.randn(1, 3, 224, 224)
-    variants = {
-        "eager": lambda: ref(x, output_attentions=True, output_hidden_states=True),
-        "traced": lambda: trace(ours, x),
-        "untraced": lambda: ours(x),
-    }
-    times = {name: [] for name in variants}
-    with torch.no_grad():
-        for fn in variants.values():
-            fn(), fn()  # warm up
-        for _ in range(rounds):
-            for name, fn in variants.items():
-                times[name].append(_time(fn, CLOCKS[clock]))
-    del ref, ours
+    times = measure(rounds, threads, clock)
     return {"fastest": {n: min(t) for n, t in times.items()}, "median": {n: statistics.median(t) for n, t in times.items()}}
 
 

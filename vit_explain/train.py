@@ -1,6 +1,6 @@
 """Train (and check) the small ViT that ships with the app, on the synthetic shapes.
 
-    python -m vit_explain.train --out assets/model --seed 0 --steps 3000
+    python -m vit_explain.train --out assets/model --seed 0
     python -m vit_explain.train --evaluate assets/model
 
 Every step draws a fresh batch from :func:`vit_explain.synthetic.sample` (batch ``i`` of a run
@@ -40,6 +40,7 @@ __all__ = [
     "learning_rate",
     "clutter_at",
     "make_optimizer",
+    "init_sincos_positions",
     "train_step",
     "train",
     "cls_rollout",
@@ -52,18 +53,20 @@ __all__ = [
 #: Seed of the evaluation images; training batches use seed sequences ``[seed, step]``,
 #: which never coincide with it.
 EVAL_SEED = 12345
+# The batch that measures the patch embeddings' spread for the sine-cosine start: a "step" no run reaches.
+_PROBE_STEP = 2**32 - 1
 
 
 def default_config(
     *,
     image_size: int = 64,
     patch_size: int = 8,
-    hidden_size: int = 128,
-    num_hidden_layers: int = 6,
+    hidden_size: int = 96,
+    num_hidden_layers: int = 4,
     num_attention_heads: int = 4,
     intermediate_size: int | None = None,
 ) -> ViTConfig:
-    """The bundled model's architecture: an 8x8 patch grid of a 64-pixel image, 6 layers of width 128."""
+    """The bundled model's architecture: an 8x8 patch grid of a 64-pixel image, 4 layers of width 96."""
     return ViTConfig(
         hidden_size=hidden_size,
         num_hidden_layers=num_hidden_layers,
@@ -103,6 +106,28 @@ def make_optimizer(model: torch.nn.Module, lr: float = 1e-3, weight_decay: float
             decay.append(param)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999))
+
+
+def init_sincos_positions(model: ViTForImageClassification, pixel_values: torch.Tensor | None = None) -> None:
+    """Start the learned position embeddings at 2-D sine-cosine values (CLS row left as it was).
+
+    The sines are scaled to the spread of the patch embeddings at initialisation (measured on
+    ``pixel_values`` when given), so the token starts as an even mix of "what" and "where". Only
+    the starting values change: the embeddings are still trained, and the checkpoint format is the
+    usual one.
+    """
+    from .analysis import sincos_2d_position_embeddings
+
+    config = model.config
+    table = torch.from_numpy(sincos_2d_position_embeddings(config.grid_size, config.hidden_size)).float()
+    embeddings = model.vit.embeddings
+    with torch.no_grad():
+        if pixel_values is not None:
+            target = embeddings.patch_embeddings(pixel_values).std().item()
+        else:
+            target = 0.1
+        table = table * (target / table.std().item())
+        embeddings.position_embeddings[0, 1:].copy_(table)
 
 
 def train_step(
@@ -153,13 +178,14 @@ def _batches(seed: int, steps: int, batch_size: int, image_size: int, curriculum
 def train(
     config: ViTConfig | None = None,
     *,
-    steps: int = 3000,
+    steps: int = 8000,
     batch_size: int = 64,
-    lr: float = 7e-4,
+    lr: float = 1e-3,
     weight_decay: float = 0.05,
     warmup: int = 200,
     label_smoothing: float = 0.05,
-    curriculum: float = 0.3,
+    curriculum: float = 0.2,
+    position_init: str = "sincos",
     seed: int = 0,
     log_every: int = 50,
     eval_every: int = 0,
@@ -170,6 +196,11 @@ def train(
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)
     model.init_weights(seed=seed)
+    if position_init == "sincos":
+        probe, _, _ = sample(64, seed=[seed, _PROBE_STEP], image_size=config.image_size)
+        init_sincos_positions(model, images_to_pixel_values(probe))
+    elif position_init != "random":
+        raise ValueError(f"position_init must be 'sincos' or 'random', got {position_init!r}")
     optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
     n_params = sum(p.numel() for p in model.parameters())
     log(
@@ -324,19 +355,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default="assets/model", help="directory to save the trained model in")
     parser.add_argument("--evaluate", metavar="DIR", help="only measure the model saved in DIR")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=8000)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=7e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.05)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--label-smoothing", type=float, default=0.05)
     parser.add_argument(
-        "--curriculum", type=float, default=0.3, help="fraction of the run over which clutter ramps from 0 to 1"
+        "--curriculum", type=float, default=0.2, help="fraction of the run over which clutter ramps from 0 to 1"
+    )
+    parser.add_argument(
+        "--position-init", choices=["sincos", "random"], default="sincos",
+        help="starting values of the (learned) position embeddings",
     )
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--patch-size", type=int, default=8)
-    parser.add_argument("--hidden-size", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--hidden-size", type=int, default=96)
+    parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--intermediate-size", type=int, default=None, help="default: 4 x hidden size")
     parser.add_argument("--log-every", type=int, default=50)
@@ -377,6 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         label_smoothing=args.label_smoothing,
         curriculum=args.curriculum,
+        position_init=args.position_init,
         seed=args.seed,
         log_every=args.log_every,
         eval_every=args.eval_every,

@@ -66,7 +66,8 @@ LOCAL_OPTION = "A checkpoint folder on this computer"
 
 # ---------------------------------------------------------------------------------- in the page
 # Resolves (to the start of the stable window, ms since the epoch) once the page is ready; see the
-# module docstring. ``want`` holds the content to expect: title, name, suffix, tokens.
+# module docstring. ``want`` holds the content to expect: path, title (or notTitle), name, suffix,
+# tokens, and charts (how many Plotly charts the same step drew in the session's single-user run).
 READY_JS = r"""
 (want) => {
   const no = () => { window.__vxN = -1; return false; };
@@ -89,7 +90,9 @@ READY_JS = r"""
         .map(e => e.innerText.split('\n').filter(Boolean)).find(p => p[0] === 'Tokens');
     if (!m || m[m.length - 1].replace(/,/g, '') !== String(want.tokens)) return no();
   }
-  for (const c of document.querySelectorAll('[data-testid="stPlotlyChart"]'))
+  const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]');
+  if (want.charts && charts.length < want.charts) return no();
+  for (const c of charts)
     if (!c.querySelector('.main-svg')) return no();
   const n = document.querySelectorAll('[data-testid]').length;
   const now = Date.now();
@@ -132,7 +135,8 @@ async () => {
   const exceptions = [...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText.slice(0, 300));
   const errors = [...document.querySelectorAll('[data-testid="stAlertContentError"]')].map(e => e.innerText.slice(0, 300));
   const h1 = (document.querySelector('[data-testid="stMain"] h1') || {textContent: ''}).textContent;
-  return {caption, picture, titles, prediction, exceptions, errors, h1};
+  const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
+  return {caption, picture, titles, prediction, exceptions, errors, h1, charts};
 }
 """
 
@@ -224,9 +228,12 @@ class Server:
         env = dict(os.environ, **(extra_env or {}))
         env.setdefault("HF_HUB_OFFLINE", "1")
         self._log = open(log_path, "w")
+        self.timing_path = log_path.with_suffix(".runs.jsonl")
+        self.timing_path.write_text("")
+        env["VIT_LOAD_TIMING"] = str(self.timing_path)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
-             "--server.headless", "true", "--server.address", "127.0.0.1"],
+            [sys.executable, str(Path(__file__).resolve()), "--serve-timed", "run", "app.py", "--server.port",
+             str(self.port), "--server.headless", "true", "--server.address", "127.0.0.1"],
             cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
 
@@ -252,6 +259,18 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         self._log.close()
+
+    def script_runs(self, since: float = 0.0) -> list[dict]:
+        """Every script run the server timed (see serve_timed) that started after ``since``."""
+        runs = []
+        for line in self.timing_path.read_text().splitlines():
+            try:
+                run = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if run["start"] >= since:
+                runs.append(run)
+        return runs
 
     def tracebacks(self) -> list[str]:
         """The final error line of every traceback in the server log (plain or rich-formatted)."""
@@ -330,6 +349,7 @@ async def step(result: Result, name: str, page, action, want: dict) -> None:
     start = time.time()
     try:
         await action()
+        acted = time.time()
         ready = await wait_ready(page, want)
         result.latencies[name] = max(0.0, ready - start)
         states = await page.evaluate("() => window.__vxStates || []")
@@ -360,7 +380,8 @@ async def step(result: Result, name: str, page, action, want: dict) -> None:
         return
     result.failed_in_a_row = 0
     if VERBOSE:
-        print(f"    [{result.spec.index}] {name}: {result.latencies[name]:.2f} s", flush=True)
+        print(f"    [{result.spec.index}] {name}: {result.latencies[name]:.2f} s (the action itself "
+              f"{acted - start:.2f} s)", flush=True)
     seen = await page.evaluate(SEEN_JS)
     result.seen[name] = seen
     for text in seen["exceptions"]:
@@ -383,9 +404,15 @@ async def set_select_slider(page, label: str, target: str) -> None:
 
 
 async def run_session(browser, base_url: str, spec: Spec, model: dict, pages: list[tuple[str, str]],
-                      titles: dict[str, str] | None, stagger: float) -> Result:
+                      titles: dict[str, str] | None, stagger: float, reference: Result | None = None) -> Result:
     """One student: open, (choose the model), set the patch size, upload, visit pages, back to the overview."""
     result = Result(spec)
+    alone = reference.seen if reference is not None else {}
+
+    def expect(step_name: str, want: dict) -> dict:
+        charts = alone.get(step_name, {}).get("charts")
+        return dict(want, charts=charts) if charts else want
+
     await asyncio.sleep(stagger)
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     await context.add_init_script(STATE_LOG_JS)
@@ -408,7 +435,7 @@ async def run_session(browser, base_url: str, spec: Spec, model: dict, pages: li
                    {"path": "", "tokens": spec.tokens, "title": overview_title})
         upload = page.locator('[data-testid="stSidebar"] [data-testid="stFileUploaderDropzoneInput"]')
         await step(result, "upload", page, lambda: upload.set_input_files(str(spec.image_path)),
-                   {"path": "", "name": spec.image_name, "tokens": spec.tokens, "title": overview_title})
+                   expect("upload", {"path": "", "name": spec.image_name, "tokens": spec.tokens, "title": overview_title}))
         previous = overview_title or result.seen.get("upload", {}).get("h1")
         for slug, _ in pages + [("", "Overview")]:
             link = page.locator(f'[data-testid="stSidebarNav"] a[href$="/{slug}"]').first
@@ -417,7 +444,7 @@ async def run_session(browser, base_url: str, spec: Spec, model: dict, pages: li
                 want["title"] = titles[slug]
             elif previous:
                 want["notTitle"] = previous
-            await step(result, f"page {slug or 'overview'}", page, link.click, want)
+            await step(result, f"page {slug or 'overview'}", page, link.click, expect(f"page {slug or 'overview'}", want))
             previous = result.seen.get(f"page {slug or 'overview'}", {}).get("h1", previous)
     except Exception as exc:
         result.errors.append(f"session: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
@@ -528,10 +555,11 @@ async def drive(args, server: Server, specs: list[Spec], model: dict, pages: lis
             browser_pids = [p for p in process_tree(os.getpid()) if p != os.getpid()]
             browser_cpu_before = cpu_seconds(browser_pids)
             t0 = time.time()
+            args.concurrent_start = t0
             rng = random.Random(0)
             results = await asyncio.wait_for(
-                asyncio.gather(*(run_session(browser, server.url, s, model, pages, titles, rng.uniform(0, args.stagger))
-                                 for s in specs)),
+                asyncio.gather(*(run_session(browser, server.url, s, model, pages, titles, rng.uniform(0, args.stagger), ref)
+                                 for s, ref in zip(specs, references))),
                 timeout=args.timeout,
             )
             wall = time.time() - t0
@@ -570,6 +598,36 @@ async def upload_limit_check(browser, base_url: str, tmp: Path, titles) -> str:
     finally:
         await context.close()
         big.unlink(missing_ok=True)
+
+
+def serve_timed(argv: list[str]) -> None:
+    """The server process: ``streamlit run`` itself, with every script run timed.
+
+    Streamlit does not log how long a run takes, so this wraps ``ScriptRunner._run_script`` (start and
+    end of each full or fragment run, per session) and appends one JSON line per run to the file named
+    by ``VIT_LOAD_TIMING``. That separates the server's share of the latency from the browsers', which
+    share this machine's cores in the test but sit on the students' laptops in a classroom.
+    """
+    import streamlit.web.cli as cli
+    from streamlit.runtime.scriptrunner import script_runner
+
+    path, lock = os.environ["VIT_LOAD_TIMING"], threading.Lock()
+    original = script_runner.ScriptRunner._run_script
+
+    def timed(self, rerun_data):
+        start, cpu = time.time(), time.thread_time()
+        try:
+            return original(self, rerun_data)
+        finally:
+            record = {"start": start, "end": time.time(), "thread_cpu": time.thread_time() - cpu,
+                      "session": self._session_id, "page": rerun_data.page_name or "",
+                      "fragment": bool(rerun_data.fragment_id_queue or rerun_data.fragment_id)}
+            with lock, open(path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    script_runner.ScriptRunner._run_script = timed
+    sys.argv = ["streamlit", *argv]
+    cli.main()
 
 
 def main() -> int:
@@ -664,6 +722,19 @@ def main() -> int:
                   f"{max(values):8.2f} {percentile(done, .5):9.2f} /{percentile(done, .95):8.2f} {cpu_s:10.2f}s {cpu_b:11.2f}s")
     print(f"{'ALL page visits':22s} {len(visits):4d} {p50:8.2f} {p95:8.2f} {max(visits) if visits else float('nan'):8.2f}"
           f"   (of {expected_visits} expected)")
+    runs = server.script_runs(since=getattr(args, "concurrent_start", 0.0))
+    full = [r for r in runs if not r["fragment"]]
+    if full:
+        durations = [r["end"] - r["start"] for r in full]
+        events = sorted([(r["start"], 1) for r in full] + [(r["end"], -1) for r in full])
+        running = most = 0
+        for _, delta in events:
+            running += delta
+            most = max(most, running)
+        print(f"server side, the same concurrent run: {len(full)} script runs (+{len(runs) - len(full)} fragment runs) "
+              f"took p50 {percentile(durations, .5):.2f} s, p95 {percentile(durations, .95):.2f} s, max "
+              f"{max(durations):.2f} s from start to end; up to {most} ran at once; their own CPU "
+              f"(thread time) p50 {percentile([r['thread_cpu'] for r in full], .5):.2f} s")
     per_session = [sum(a + b for a, b in r.cpu.values()) for r in references if r.cpu]
     if per_session:
         server_share = [sum(a for a, _ in r.cpu.values()) for r in references if r.cpu]
@@ -700,4 +771,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve-timed":
+        serve_timed(sys.argv[2:])
+    else:
+        sys.exit(main())

@@ -46,18 +46,6 @@ RED, BLUE, GREEN = (255, 0, 0), (0, 0, 255), (0, 255, 0)
 SMALL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_size": 64, "image_size": 64, "patch_size": 16}
 
 
-@pytest.fixture(autouse=True)
-def full_error_details():
-    """The repository's config.toml hides exception details from students ("none"); in these tests a
-    failure should say what went wrong, so this module's AppTests see the full message."""
-    from streamlit import config
-
-    before = config.get_option("client.showErrorDetails")
-    config.set_option("client.showErrorDetails", "full")
-    yield
-    config.set_option("client.showErrorDetails", before)
-
-
 # ------------------------------------------------------------------------------------------
 # fixture builders
 # ------------------------------------------------------------------------------------------

@@ -23,18 +23,6 @@ from vit_explain.pipeline import MAX_TOKENS, attention_memory_bytes, check_token
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def full_error_details():
-    """The repository's config.toml hides exception details from students ("none"); in these tests a
-    failure should say what went wrong, so this module's AppTests see the full message."""
-    from streamlit import config
-
-    before = config.get_option("client.showErrorDetails")
-    config.set_option("client.showErrorDetails", "full")
-    yield
-    config.set_option("client.showErrorDetails", before)
-
-
 def tokens(image_size: int, patch_size: int) -> int:
     return (image_size // patch_size) ** 2 + 1
 

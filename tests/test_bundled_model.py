@@ -167,3 +167,14 @@ def test_a_few_training_steps_lower_the_loss():
         loss, accuracy = train_step(model, optimizer, x, y)
         assert np.isfinite(loss) and 0.0 <= accuracy <= 1.0
     assert loss_now() < before - 0.05
+
+
+def test_training_is_deterministic_for_a_seed():
+    from vit_explain.train import train
+
+    config = default_config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8)
+    runs = [train(config, steps=3, batch_size=8, warmup=1, seed=3, log_every=0)[0] for _ in range(2)]
+    for (name, a), (_, b) in zip(runs[0].state_dict().items(), runs[1].state_dict().items()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0, msg=name)
+    other = train(config, steps=3, batch_size=8, warmup=1, seed=4, log_every=0)[0]
+    assert not torch.equal(other.classifier.weight, runs[0].classifier.weight)

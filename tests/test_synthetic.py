@@ -115,3 +115,20 @@ def test_rejects_bad_arguments():
         sample(-1, seed=0)
     with pytest.raises(ValueError):
         sample(2, seed=0, image_size=8)
+
+
+def test_the_shipped_synthetic_samples_come_from_this_generator():
+    """assets/samples/synthetic_*.png are pictures of sample(300, seed=2026) (see LICENSES.md).
+
+    They also pin the generator's output: if this fails, the generator changed, and the bundled
+    model (trained on it) should be retrained and the samples redrawn.
+    """
+    from pathlib import Path
+
+    from PIL import Image
+
+    samples = Path(__file__).resolve().parents[1] / "assets" / "samples"
+    images, labels, _ = sample(300, seed=2026)
+    for name, index in [("star", 8), ("heart", 2), ("arrow", 127)]:
+        assert CLASS_NAMES[labels[index]] == name
+        np.testing.assert_array_equal(np.asarray(Image.open(samples / f"synthetic_{name}.png")), images[index])

@@ -13,6 +13,14 @@ transformers can load it too.
 :func:`evaluate` measures what the bundled model promises: its accuracy on fresh images, and how
 much of the CLS token's attention rollout (Abnar & Zuidema, 2020) lands on the patches that
 overlap the object.
+
+What made the small ViT learn in a CPU budget (each found by a run that stalled without it):
+objects brighter than their background (with random contrast the loss sat at chance for
+hundreds of steps; see :mod:`vit_explain.synthetic`); clutter ramped in over the first fifth of
+the run; position embeddings started at 2-D sine-cosine values rather than noise (about a
+quarter fewer steps to the same accuracy); a narrow, shallow model (width 96, 4 layers) trained
+for more steps rather than a wider, deeper one for fewer. The defaults reproduce the shipped
+model: 8,000 steps of 64 pictures, about 37 CPU-minutes on one thread.
 """
 
 from __future__ import annotations

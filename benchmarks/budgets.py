@@ -126,7 +126,13 @@ def forward_ratios(rounds: int, threads: int, clock: str = "wall") -> dict[str, 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from forward import measure  # benchmarks/forward.py, the foundation benchmark
 
-    times = measure(rounds, threads, clock)
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        times = measure(rounds, threads, clock)
+    finally:
+        torch.set_num_threads(before)  # measure() sets the thread count; the page measurements keep theirs
     return {"fastest": {n: min(t) for n, t in times.items()}, "median": {n: statistics.median(t) for n, t in times.items()}}
 
 

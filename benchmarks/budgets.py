@@ -2,7 +2,7 @@
 
     python benchmarks/budgets.py                  # all budgets (a few minutes on 2 cores)
     python benchmarks/budgets.py --rounds 9       # fewer forward-pass rounds
-    python benchmarks/budgets.py --worst-case     # also the heaviest allowed setting (slow, ~3.5 GB)
+    python benchmarks/budgets.py --worst-case     # also the heaviest allowed setting for ViT-B/16
     python benchmarks/budgets.py --clock cpu --forward-threads 1   # forward ratios on a busy machine
 
 Budgets (ViT-B/16 at 224, batch 1, CPU; random weights where the app is involved):
@@ -201,11 +201,14 @@ def memory_probe() -> dict:
 
 
 def worst_case_probe() -> dict:
-    """Fresh process: the heaviest setting the sidebar allows for random ViT-B/16 (224 / patch 7 = 1025 tokens)."""
+    """Fresh process: the heaviest setting the sidebar runs for random ViT-B/16 (384 / patch 16: 577 tokens,
+    366 MiB of attention maps, just under pipeline.MAX_ATTENTION_BYTES; patch 8 at 224 is refused)."""
     at = new_app()
     before = proc_status_kb("VmHWM")
-    at.sidebar.select_slider(key="w:patch_size").set_value(7)
+    at.sidebar.select_slider(key="w:image_size").set_value(384)  # the patch stays 16
     seconds = timed_run(at)[0]
+    if at.error:
+        raise RuntimeError(at.error[0].value)
     at.switch_page(page_path("attention")).run()
     payload = sum(len(chart.proto.spec) for chart in at.get("plotly_chart"))
     return {"seconds": seconds, "hwm_before_mb": before / 1024, "hwm_mb": proc_status_kb("VmHWM") / 1024,
@@ -290,9 +293,10 @@ def main() -> int:
         print("worst allowed setting (fresh process) ...", flush=True)
         try:
             worst = in_fresh_process("--worst-case-probe")
-            rows.append(("worst allowed: ViT-B/16 224/7, 1025 tokens (info)", "<= 1536 MB",
-                         f"{worst['hwm_mb']:.0f} MB peak, {worst['seconds']:.1f} s trace+page, attention page "
-                         f"{worst['attention_payload_mb']:.2f} MB", worst["hwm_mb"] <= 1536))
+            # Information, not a budget (the budget is ViT-B/16 at 224): the 224 model stays cached beside it.
+            rows.append(("heaviest allowed: ViT-B/16 384/16, 577 tokens", "info",
+                         f"{worst['hwm_mb']:.0f} MB peak with the 224 model still cached, {worst['seconds']:.1f} s "
+                         f"model+trace+page, attention page {worst['attention_payload_mb']:.2f} MB", None))
         except Exception as exc:
             rows.append(("worst allowed setting", "info", f"failed: {exc}", None))
 

@@ -1,11 +1,12 @@
 """The size limits, stated and enforced.
 
-The limit: at most ``pipeline.MAX_TOKENS`` = 1025 tokens, i.e. a 32 x 32 patch grid plus CLS
-(image 384 with patch 12, image 224 with patch 7, image 64 with patch 2). Why: every attention map
-is tokens x tokens per head per layer, so its memory grows with the square of the token count.
-What the user sees beyond it: the sidebar never offers a patch size past the limit (its help says
-so), and ``check_token_budget`` (called by the sidebar and by ``run_core`` itself) refuses anything
-larger with a message that gives the reason and the fix.
+The limits: at most ``pipeline.MAX_TOKENS`` = 1025 tokens, i.e. a 32 x 32 patch grid plus CLS
+(image 384 with patch 12, image 224 with patch 7, image 64 with patch 2), and at most
+``pipeline.MAX_ATTENTION_BYTES`` (384 MiB) of attention maps over all layers and heads. Why: every
+attention map is tokens x tokens per head per layer, so its memory grows with the square of the
+token count. What the user sees beyond them: the sidebar never offers a patch size past the token
+limit (its help says so), and ``check_token_budget`` (called by the sidebar and by ``run_core``
+itself) refuses anything larger with a message that gives the reason and the fix.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from vit_explain import ViTConfig, ViTModel
 from vit_explain import ui
-from vit_explain.pipeline import MAX_TOKENS, attention_memory_bytes, check_token_budget, run_core
+from vit_explain.pipeline import MAX_ATTENTION_BYTES, MAX_TOKENS, attention_memory_bytes, check_token_budget, run_core
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -30,14 +31,15 @@ def tokens(image_size: int, patch_size: int) -> int:
 def test_the_limit_is_a_32_by_32_grid():
     assert MAX_TOKENS == 32 * 32 + 1
     for image_size, patch_size in [(384, 12), (224, 7), (64, 2), (32, 1)]:
-        config = ViTConfig(image_size=image_size, patch_size=patch_size)
+        # the bundled model's shape (4 layers x 4 heads): only the token limit applies
+        config = ViTConfig(image_size=image_size, patch_size=patch_size, num_hidden_layers=4, num_attention_heads=4)
         assert config.num_tokens == MAX_TOKENS
         check_token_budget(config)  # exactly at the limit: allowed
 
 
 @pytest.mark.parametrize("image_size,patch_size", [(384, 8), (224, 4), (96, 2), (384, 6)])
 def test_beyond_the_limit_is_refused_with_the_reason_and_the_fix(image_size, patch_size):
-    config = ViTConfig(image_size=image_size, patch_size=patch_size)
+    config = ViTConfig(image_size=image_size, patch_size=patch_size, num_hidden_layers=1, num_attention_heads=1)
     assert config.num_tokens > MAX_TOKENS
     with pytest.raises(ValueError) as info:
         check_token_budget(config)
@@ -56,6 +58,31 @@ def test_attention_memory_grows_with_the_square_of_the_tokens():
         assert ratio == pytest.approx((big.num_tokens / small.num_tokens) ** 2)
     # ViT-B/16 at 224 (197 tokens): scores + probabilities of all 12 x 12 maps, float32
     assert attention_memory_bytes(ViTConfig()) == 2 * 4 * 12 * 12 * 197 * 197
+
+
+def test_vit_b_fits_at_384_but_needs_fewer_layers_with_small_patches():
+    check_token_budget(ViTConfig(image_size=384, patch_size=16))  # google/vit-base-patch16-384: 577 tokens
+    assert attention_memory_bytes(ViTConfig(image_size=384)) <= MAX_ATTENTION_BYTES
+
+    config = ViTConfig(image_size=224, patch_size=8)  # 785 tokens, under the token limit
+    assert config.num_tokens <= MAX_TOKENS and attention_memory_bytes(config) > MAX_ATTENTION_BYTES
+    with pytest.raises(ValueError) as info:
+        check_token_budget(config)
+    message = str(info.value)
+    assert "12 layers x 12 heads" in message and "677 MB" in message and "384 MB" in message  # how much
+    assert "square of the token count" in message  # why
+    assert "fewer layers (at most 6 here) or fewer heads" in message  # what to do
+    check_token_budget(config.replace(num_hidden_layers=6))  # and the advice is right
+    with pytest.raises(ValueError):
+        check_token_budget(config.replace(num_hidden_layers=7))
+
+
+def test_one_layer_too_big_asks_for_fewer_heads():
+    config = ViTConfig(image_size=64, patch_size=2, hidden_size=64, num_attention_heads=64, intermediate_size=64,
+                       num_hidden_layers=1)  # 1025 tokens, 64 heads: 513 MiB in one layer
+    with pytest.raises(ValueError, match="Use fewer heads"):
+        check_token_budget(config)
+    check_token_budget(config.replace(num_attention_heads=32))
 
 
 def test_run_core_refuses_too_many_tokens_itself():
@@ -119,3 +146,23 @@ def test_sidebar_offers_only_patch_sizes_within_the_limit():
     assert not at.exception and not at.error
     assert [m for m in at.sidebar.metric if m.label == "Tokens"][0].value == f"{MAX_TOKENS:,}"
     assert MAX_TOKENS in seen_limit  # the limit is reachable, not only respected
+
+
+def test_sidebar_refuses_too_much_attention_memory_and_runs_once_it_fits():
+    at = small_random_session()
+    at.sidebar.select_slider(key="w:image_size").set_value(64).run()
+    at.sidebar.select_slider(key="w:patch_size").set_value(2).run()  # 1025 tokens: allowed alone
+    assert not at.error
+    at.sidebar.select_slider(key="w:num_heads").set_value(32).run()
+    at.sidebar.select_slider(key="w:num_layers").set_value(2).run()  # 2 x 32 maps of 1025^2: 513 MiB
+    assert not at.exception
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "2 layers x 32 heads" in message and "at most 1 layers" not in message
+    assert "fewer layers (at most 1 here)" in message and "square of the token count" in message
+    assert not at.title  # the page did not run
+    memory = [m for m in at.sidebar.metric if m.label == "Attention"][0].value
+    assert memory == "513.0 MB"  # the sidebar shows the figure the limit is about
+
+    at.sidebar.select_slider(key="w:num_layers").set_value(1).run()
+    assert not at.exception and not at.error and at.title

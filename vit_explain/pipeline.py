@@ -25,6 +25,11 @@ EMBEDDING_TAPS = ("patches", "patch_embeddings", "cls_token", "tokens_with_cls",
 #: Largest sequence length the app will run: attention memory grows with the square of the tokens.
 MAX_TOKENS = 1025
 
+#: Largest attention memory (scores + probabilities of every head of every layer, float32) the app
+#: will run: ViT-B/16 at 384 (577 tokens, 366 MiB) fits; ViT-B/16 at 224 with patch 8 (785 tokens,
+#: 677 MiB) needs fewer layers or heads. A trace keeps these maps, and a server keeps several traces.
+MAX_ATTENTION_BYTES = 384 * 2**20
+
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t.detach().to(torch.float32).cpu().numpy())
@@ -36,13 +41,28 @@ def attention_memory_bytes(config: ViTConfig, batch: int = 1) -> int:
 
 
 def check_token_budget(config: ViTConfig) -> None:
-    """Refuse configurations whose attention maps would not fit comfortably in memory."""
+    """Refuse configurations whose attention maps would not fit comfortably in memory.
+
+    Two limits: at most :data:`MAX_TOKENS` tokens, and at most :data:`MAX_ATTENTION_BYTES` of
+    attention maps over all layers and heads. Each message says why and what to change.
+    """
     if config.num_tokens > MAX_TOKENS:
         grid = int((MAX_TOKENS - 1) ** 0.5)
         raise ValueError(
             f"{config.grid_size}x{config.grid_size} patches + CLS = {config.num_tokens} tokens is more than the "
             f"{MAX_TOKENS} this app allows (a {grid}x{grid} grid): each attention map has tokens^2 entries, so "
             f"memory grows with the square of the token count. Use a larger patch size or a smaller image."
+        )
+    needed = attention_memory_bytes(config)
+    if needed > MAX_ATTENTION_BYTES:
+        per_layer = attention_memory_bytes(config.replace(num_hidden_layers=1))
+        max_layers = MAX_ATTENTION_BYTES // per_layer
+        fix = (f"fewer layers (at most {max_layers} here) or fewer heads" if max_layers >= 1 else "fewer heads")
+        raise ValueError(
+            f"{config.num_hidden_layers} layers x {config.num_attention_heads} heads of {config.num_tokens}x"
+            f"{config.num_tokens} attention maps need {needed / 2**20:,.0f} MB, more than the "
+            f"{MAX_ATTENTION_BYTES / 2**20:,.0f} MB this app allows: memory grows with the square of the token "
+            f"count. Use {fix}, a larger patch size or a smaller image."
         )
 
 
@@ -57,10 +77,16 @@ def run_core(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, np.ndarr
     check_token_budget(model.config)
     t = trace(model, pixel_values, taps=EMBEDDING_TAPS)
     out = {name: _np(t.tensors[name][0]) for name in EMBEDDING_TAPS}
-    out["position_embeddings"] = _np(t.tensors["position_embeddings"][0])
     out["embeddings"] = _np(t.hidden_states[0][0])
-    out["hidden_states"] = np.stack([_np(h[0]) for h in t.hidden_states])
-    out["attentions"] = np.stack([_np(a[0]) for a in t.attentions])
+    out["hidden_states"] = _np(torch.cat(t.hidden_states))  # [L+1, T, D]
+    # One copy of the attention maps at a time (they dominate memory: [L, H, T, T]): the traced
+    # tensors are dropped as soon as they are stacked, and numpy shares the stacked tensor's memory.
+    attentions = torch.cat(t.attentions)  # [L, H, T, T]
+    for i in range(t.num_layers):
+        t.tensors.pop(f"layer.{i}.probs", None)
+    t.attentions = []
+    out["attentions"] = _np(attentions)
+    del attentions
     out["last_hidden_state"] = _np(t.last_hidden_state[0])
     if t.pooler_output is not None:
         out["pooler_output"] = _np(t.pooler_output[0])

@@ -13,10 +13,14 @@ Caching (see DESIGN.md):
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import gc
 import inspect
 import io
 import json
 import textwrap
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -64,6 +68,32 @@ IMAGE_SIZES = [32, 48, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384]
 HIDDEN_SIZES = [32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 MAX_HEADS = 32
 MAX_LAYERS = 24
+
+
+# Streamlit's per-run messages (chart specs, images) form reference cycles, so they wait for Python's
+# cyclic collector, which runs by object counts, not bytes: the memory probe of benchmarks/budgets.py
+# grew by 700 MB over 12 pictures that way, all of it garbage. Every script run therefore starts with a
+# collection; freezing what exists after the imports (torch, plotly, pandas: ~270k objects) keeps that
+# at about a millisecond instead of 0.2 s.
+gc.freeze()
+
+
+def _hand_large_frees_back_to_the_os() -> None:
+    """Make glibc's malloc give freed tensors' memory back to the system at once.
+
+    By default glibc raises its mmap threshold each time a large block is freed, so later tensors of
+    a few MB (one layer's attention maps) come from the heap and their memory stays with the process
+    after they are freed: a ViT-B/16 trace at 384 px left 400 MB behind per picture. A fixed
+    threshold (256 KB) turns that adaptation off. Other C libraries: nothing to do.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(ctypes.c_int(-3), ctypes.c_int(256 * 1024))  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+_hand_large_frees_back_to_the_os()
 
 
 # ---------------------------------------------------------------------------------- the run
@@ -125,7 +155,7 @@ def _base_model(source: str, _progress: Callable[[float, str], None] | None = No
     raise ValueError(f"unknown model source {source!r}")
 
 
-@st.cache_resource(max_entries=3, show_spinner="Building the model ...")
+@st.cache_resource(max_entries=2, show_spinner="Building the model ...")
 def _model(source: str, config_json: str):
     from .model import ViTForImageClassification
     from .weights import resample
@@ -430,6 +460,7 @@ def sidebar() -> Run | None:
     """Draw the shared sidebar and return the current run (None, with a message shown, if nothing can run)."""
     # Also set here: a deep link to a page opened before app.py ever ran starts at the page itself.
     st.set_page_config(**PAGE_CONFIG)
+    gc.collect()  # see gc.freeze() above
     image = _choose_image()
     source = _choose_model()
     if image is None:
@@ -497,11 +528,22 @@ def einops_expression(code: str, caption: str | None = None) -> None:
         st.caption(caption)
 
 
+_SOURCE_LOCK = threading.Lock()
+
+
+@functools.cache
+def _source_of(obj: Any) -> str:
+    # inspect.getsource parses the whole module with `ast`; under many concurrent sessions that raised
+    # "SystemError: AST constructor recursion depth mismatch" in the load test. One parse per object, serialised.
+    with _SOURCE_LOCK:
+        return inspect.getsource(obj)
+
+
 def show_source(*objects: Any, label: str = "The real source code of this stage") -> None:
     """The actual code of these classes/functions, read with inspect (so it never goes stale)."""
     with st.expander(label, icon=":material/code:"):
         for obj in objects:
-            st.code(inspect.getsource(obj), language="python")
+            st.code(_source_of(obj), language="python")
 
 
 def download_trace(run: Run, key: str) -> None:

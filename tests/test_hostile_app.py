@@ -553,3 +553,28 @@ def test_plotly_never_sees_a_half_imported_pandas():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_classroom_mode_offers_no_server_paths(checkpoints, monkeypatch):
+    """VIT_EXPLAIN_CLASSROOM=1: no folder box, and a session state that still names a path loads nothing."""
+    monkeypatch.setenv("VIT_EXPLAIN_CLASSROOM", "1")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state["w:model_choice"] = "local"  # what an earlier, non-classroom run could have left
+    at.session_state["local_path"] = at.session_state["w:local_path"] = str(checkpoints["good"])
+    at.run()
+    assert_healthy(at)
+    choice = at.sidebar.selectbox(key="w:model_choice")  # .options are the labels the user reads
+    assert choice.options and not any("folder" in label.lower() for label in choice.options), choice.options
+    assert choice.value == "bundled"  # the stale choice fell back to the first offered one
+    assert not [t for t in at.sidebar.text_input if t.key == "w:local_path"]
+    assert not at.exception
+
+    # the sidebar itself refuses a local source in classroom mode, even if asked directly
+    from vit_explain import ui
+
+    assert ui._load_base("local:" + str(checkpoints["good"])) is False
+
+    monkeypatch.delenv("VIT_EXPLAIN_CLASSROOM")
+    at.run()
+    labels = at.sidebar.selectbox(key="w:model_choice").options
+    assert "A checkpoint folder on this computer" in labels  # a personal install keeps it

@@ -274,6 +274,20 @@ def test_bert_directory_with_its_own_config(tmp_path):
     assert "'bert'" in message and "BertForMaskedLM" in message
 
 
+def test_foreign_config_that_is_not_even_a_valid_vit_keeps_the_hint(tmp_path):
+    """A config ViTConfig rejects (here 4 heads cannot split width 30) still says whose config it is."""
+    save_file(bert_like_state_dict(), tmp_path / "model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 30,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64,
+    }))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(tmp_path)
+    message = str(info.value)
+    assert "cannot build a ViT" in message  # the validation failure itself ...
+    assert "'bert'" in message and "BertForMaskedLM" in message  # ... and what the folder really holds
+
+
 def test_truncated_safetensors(tmp_path):
     save_checkpoint(our_model(), tmp_path)
     data = (tmp_path / "model.safetensors").read_bytes()
@@ -342,8 +356,11 @@ def test_bad_sources():
 
 def test_directory_without_weights(tmp_path):
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="no model.safetensors or pytorch_model.bin"):
+    (tmp_path / "secret-notes.txt").write_text("private")
+    with pytest.raises(CheckpointError, match="no model.safetensors or pytorch_model.bin") as info:
         load_checkpoint(tmp_path)
+    # a shared server must not let users browse folders through the error message
+    assert "secret-notes" not in str(info.value) and "config.json" not in str(info.value)
 
 
 # --------------------------------------------------------------------------- timm

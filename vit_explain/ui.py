@@ -19,6 +19,7 @@ import gc
 import inspect
 import io
 import json
+import os
 import textwrap
 import threading
 from dataclasses import dataclass
@@ -241,6 +242,11 @@ def _choose_image() -> tuple[str, bytes] | None:
     return state.get("image")
 
 
+def classroom_mode() -> bool:
+    """True when the server is shared (``VIT_EXPLAIN_CLASSROOM=1``): users cannot name server paths."""
+    return os.environ.get("VIT_EXPLAIN_CLASSROOM", "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _model_options() -> dict[str, str]:
     from .weights import KNOWN_CHECKPOINTS
 
@@ -250,7 +256,8 @@ def _model_options() -> dict[str, str]:
     options[RANDOM] = "Random weights (untrained)"
     for repo_id, info in KNOWN_CHECKPOINTS.items():
         options[f"hub:{repo_id}"] = f"{info.title} — Hub, {info.download_mb:.0f} MB"
-    options[LOCAL] = "A checkpoint folder on this computer"
+    if not classroom_mode():  # on a shared server a path box would let anyone probe the server's disk
+        options[LOCAL] = "A checkpoint folder on this computer"
     return options
 
 
@@ -284,6 +291,9 @@ def _load_base(source: str):
     """The unresampled model behind ``source`` (None for random weights); errors become messages."""
     if source == RANDOM:
         return None
+    if source.startswith("local:") and classroom_mode():  # the sidebar never offers it; state could still hold it
+        st.sidebar.error("Checkpoint folders on the server are switched off here (VIT_EXPLAIN_CLASSROOM).")
+        return False
     from .weights import CheckpointError
 
     bar = st.sidebar.empty()

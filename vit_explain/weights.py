@@ -431,7 +431,10 @@ def _model_from_state_dict(
     if config is None:
         cfg = _infer_config(base, num_heads=num_heads, notes=notes)
     else:
-        cfg = _as_config(config)
+        try:
+            cfg = _as_config(config)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{what}: {exc}" + (f" {config_hint}" if config_hint else "")) from exc
         if num_heads is not None and num_heads != cfg.num_attention_heads:
             cfg = cfg.replace(num_attention_heads=num_heads)
     head = state.get("classifier.weight")
@@ -511,11 +514,10 @@ def _load_directory(directory: Path, *, config, num_heads, notes: list[str], sou
     elif (directory / PICKLE_NAME).is_file():
         state, metadata = _read_pickle(directory / PICKLE_NAME), {}
     else:
-        present = sorted(p.name for p in directory.iterdir())[:8]
+        # The folder's other files are not listed: on a shared server that would let anyone browse it.
         raise CheckpointError(
-            f"{directory} has no {SAFETENSORS_NAME} or {PICKLE_NAME} (it holds: "
-            f"{', '.join(present) or 'nothing'}). Point to a folder saved with save_pretrained "
-            "or save_checkpoint, or to a .safetensors file."
+            f"{directory} has no {SAFETENSORS_NAME} or {PICKLE_NAME}. Point to a folder saved with "
+            "save_pretrained or save_checkpoint, or to a .safetensors file."
         )
     hint = ""
     if config is None and config_path.is_file():

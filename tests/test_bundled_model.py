@@ -10,6 +10,7 @@ import torch
 from vit_explain import ViTForImageClassification
 from vit_explain.synthetic import CLASS_NAMES, sample
 from vit_explain.train import (
+    EVAL_SEED,
     cls_rollout,
     default_config,
     evaluate,
@@ -83,17 +84,17 @@ def test_the_project_loader_reads_it_too(ours, fresh):
 # --------------------------------------------------------------------------- what it promises
 
 
-@pytest.fixture(scope="module")
-def fresh_metrics(ours):
-    return evaluate(ours, n=200, seed=TEST_SEED)
+@pytest.mark.parametrize("seed", [EVAL_SEED, TEST_SEED])
+def test_accuracy_and_rollout_on_1000_fresh_images(ours, seed):
+    """The issue's promise, measured as it states it: 1,000 fresh pictures, >= 97% and >= half the rollout.
 
-
-def test_accuracy_and_rollout_on_fresh_images(fresh_metrics):
-    # The shipped weights measure 98.9% accuracy and 0.62 rollout mass on the object over 1,000
-    # images of seed 12345 (python -m vit_explain.train --evaluate assets/model); 8 classes, so
-    # chance is 12.5% and the object's patches' share of a uniform rollout is about 0.3.
-    assert fresh_metrics["accuracy"] >= 0.95
-    assert fresh_metrics["rollout_on_object"] >= 0.5
+    Measured here (python -m vit_explain.train --evaluate assets/model, ~3 s): seed 12345 98.9% and
+    0.616, seed 424242 99.6% and 0.618. 8 classes, so chance is 12.5%; a uniform rollout puts
+    about 0.3 of its mass on the object's patches.
+    """
+    metrics = evaluate(ours, n=1000, seed=seed)
+    assert metrics["accuracy"] >= 0.97
+    assert metrics["rollout_on_object"] >= 0.5
 
 
 def test_rollout_beats_the_uniform_baseline(ours, fresh):

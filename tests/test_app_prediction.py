@@ -256,3 +256,22 @@ def test_bundled_model():
     assert decode(lens["z"]).shape[0] == at.session_state["num_layers"] + 1
     title_with(figs, "Three explanations")
     assert "no pooler" in " ".join(i.value for i in at.info)
+
+
+@pytest.mark.skipif(not (ROOT / "assets" / "model" / "config.json").is_file(), reason="the bundled model is not built yet")
+def test_bundled_model_says_when_the_patch_size_changes_its_grid():
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    at.sidebar.selectbox(key="w:model_choice").set_value("bundled").run()
+
+    def grid_note():
+        return [c.value for c in at.sidebar.caption if "trained on a 8x8 grid" in c.value]
+
+    assert not grid_note()  # as trained: 64 px, patch 8
+    at.sidebar.select_slider(key="w:patch_size").set_value(16).run()  # 64 px / 16 = a 4x4 grid
+    assert not at.exception
+    note = grid_note()
+    assert len(note) == 1 and "this is 4x4" in note[0] and "8 x patch" in note[0], note
+    at.sidebar.select_slider(key="w:image_size").set_value(128).run()  # 128 / 16: the 8x8 grid again
+    assert at.sidebar.select_slider(key="w:patch_size").value == 16
+    assert not at.exception and not grid_note()

@@ -103,7 +103,7 @@ ui.shapes([
 ui.einops_expression(
     f"""
     q = rearrange(query(x), "b t (h d) -> b h t d", h={H})     # [1, {T}, {D}] -> [1, {H}, {T}, {d}]
-    scores = einsum(q, k, "b h i d, b h j d -> b h i j") * {d}**-0.5   # [1, {H}, {T}, {T}]
+    scores = einsum(q * {d}**-0.5, k, "b h i d, b h j d -> b h i j")   # [1, {H}, {T}, {T}]
     probs = softmax(scores, dim=-1)                               # each row sums to 1
     context = einsum(probs, v, "b h i j, b h j d -> b h i d")    # [1, {H}, {T}, {d}]
     context = rearrange(context, "b h t d -> b t (h d)")          # [1, {T}, {D}]: heads side by side again

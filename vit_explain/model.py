@@ -148,7 +148,9 @@ class ViTSelfAttention(nn.Module):
         k = self.tap_k(self.split_heads(self.key(hidden_states)))
         v = self.tap_v(self.split_heads(self.value(hidden_states)))
         if output_attentions or is_tracing() or (self.training and self.dropout.p > 0):
-            scores = self.tap_scores(einsum(q, k, "b h i d, b h j d -> b h i j") * self.scale)  # [B, H, T, T]
+            # q is scaled before the product: fewer numbers to multiply than in the [T, T] scores,
+            # and it makes the contiguous copy of q that the product needs anyway.
+            scores = self.tap_scores(einsum(q * self.scale, k, "b h i d, b h j d -> b h i j"))  # [B, H, T, T]
             probs = self.tap_probs(self.softmax(scores))  # each row sums to 1
             context = einsum(self.dropout(probs), v, "b h i j, b h j d -> b h i d")  # [B, H, T, d]
         else:  # nobody looks at the attention map: the fused kernel gives the same numbers, faster

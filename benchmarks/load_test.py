@@ -687,6 +687,7 @@ def main() -> int:
                 sampler.stop()
             server.stop()
         tracebacks = server.tracebacks()
+        runs = server.script_runs(since=getattr(args, "concurrent_start", 0.0))  # before the folder goes
 
     # ------------------------------------------------------------------ report
     page_steps = [s for s in ("upload",) + tuple(f"page {slug}" for slug, _ in pages) + ("page overview",)]
@@ -722,7 +723,6 @@ def main() -> int:
                   f"{max(values):8.2f} {percentile(done, .5):9.2f} /{percentile(done, .95):8.2f} {cpu_s:10.2f}s {cpu_b:11.2f}s")
     print(f"{'ALL page visits':22s} {len(visits):4d} {p50:8.2f} {p95:8.2f} {max(visits) if visits else float('nan'):8.2f}"
           f"   (of {expected_visits} expected)")
-    runs = server.script_runs(since=getattr(args, "concurrent_start", 0.0))
     full = [r for r in runs if not r["fragment"]]
     if full:
         durations = [r["end"] - r["start"] for r in full]

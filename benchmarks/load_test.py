@@ -197,6 +197,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores, every process), from /proc/stat.
+
+    The browser's own figure misses the renderer processes that exited when their context closed;
+    this one misses nothing, so it tells whether the cores were saturated.
+    """
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 class MemorySampler(threading.Thread):
     """Samples the RSS of a process tree every ``interval`` seconds until stopped."""
 
@@ -552,6 +564,7 @@ async def drive(args, server: Server, specs: list[Spec], model: dict, pages: lis
             # 2. all sessions at once
             print(f"concurrent run: {len(specs)} sessions at once ...", flush=True)
             cpu_before = cpu_seconds(process_tree(server.proc.pid))
+            machine_before = machine_busy_seconds()
             browser_pids = [p for p in process_tree(os.getpid()) if p != os.getpid()]
             browser_cpu_before = cpu_seconds(browser_pids)
             t0 = time.time()
@@ -566,6 +579,7 @@ async def drive(args, server: Server, specs: list[Spec], model: dict, pages: lis
             cpu = cpu_seconds(process_tree(server.proc.pid)) - cpu_before
             browser_pids = [p for p in process_tree(os.getpid()) if p != os.getpid()]
             browser_cpu = cpu_seconds(browser_pids) - browser_cpu_before
+            args.machine_busy = machine_busy_seconds() - machine_before
 
             # 3. the 200 MB upload, refused by the browser before it reaches the server
             limit_message = None
@@ -706,8 +720,10 @@ def main() -> int:
           f"{' -> '.join(slug for slug, _ in pages)} -> overview")
     print(f"machine: {os.cpu_count()} cores; one Chromium{' at nice 19' if args.nice_browser else ''}, one context per "
           f"session; all on 127.0.0.1; load average before the run {LOAD_BEFORE}")
+    busy = getattr(args, "machine_busy", float("nan"))
     print(f"concurrent run wall time: {wall:.1f} s; server CPU {cpu:.1f} s ({cpu / wall:.2f} cores), "
-          f"browser CPU {browser_cpu:.1f} s ({browser_cpu / wall:.2f} cores)")
+          f"browser CPU {browser_cpu:.1f} s ({browser_cpu / wall:.2f} cores, live processes only); whole machine "
+          f"busy {busy:.1f} s ({busy / wall:.2f} of {os.cpu_count()} cores)")
     print()
     print("page-ready latency under load (server done = the script run finished, before the browser drew it);")
     print("CPU per step = one session alone (median over the single-user runs), server and browser:")
@@ -765,6 +781,7 @@ def main() -> int:
             "by_step": {k: {"p50": percentile(v, .5), "p95": percentile(v, .95), "n": len(v)} for k, v in by_step.items() if v},
             "errors": errors + reference_errors + tracebacks, "isolation": isolation,
             "peak_rss_mb": sampler.peak / 2**20, "wall_s": wall, "server_cpu_s": cpu, "browser_cpu_s": browser_cpu,
+            "machine_busy_s": busy,
             "upload_limit": limit_message,
         }, indent=2))
     return 0 if ok else 1

@@ -22,6 +22,7 @@ import json
 import os
 import textwrap
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -73,10 +74,26 @@ MAX_LAYERS = 24
 
 # Streamlit's per-run messages (chart specs, images) form reference cycles, so they wait for Python's
 # cyclic collector, which runs by object counts, not bytes: the memory probe of benchmarks/budgets.py
-# grew by 700 MB over 12 pictures that way, all of it garbage. Every script run therefore starts with a
-# collection; freezing what exists after the imports (torch, plotly, pandas: ~270k objects) keeps that
-# at about a millisecond instead of 0.2 s.
+# grew by 700 MB over 12 pictures that way, all of it garbage. Script runs therefore start with a full
+# collection, at most one every few seconds for the whole server (it stops every other thread while
+# it runs: collecting on each run of 12 busy sessions took 10% of the server's time in the load
+# test). Freezing what exists after the imports (torch, plotly, pandas: ~270k objects) keeps each
+# collection short.
 gc.freeze()
+_COLLECT_EVERY_S = 3.0
+_collect_lock = threading.Lock()
+_last_collect = 0.0
+
+
+def _collect_garbage_now_and_then() -> None:
+    global _last_collect
+    if time.monotonic() - _last_collect < _COLLECT_EVERY_S or not _collect_lock.acquire(blocking=False):
+        return
+    try:
+        gc.collect()
+        _last_collect = time.monotonic()
+    finally:
+        _collect_lock.release()
 
 
 def _hand_large_frees_back_to_the_os() -> None:
@@ -156,8 +173,31 @@ def _base_model(source: str, _progress: Callable[[float, str], None] | None = No
     raise ValueError(f"unknown model source {source!r}")
 
 
-@st.cache_resource(max_entries=2, show_spinner="Building the model ...")
+#: Models up to this many bytes of weights share a roomier cache: a class moving the patch-size slider
+#: of the bundled model (1.9 MB) should not rebuild it on every change, while two ViT-B/16 variants
+#: (350 MB each) are as many as a server should keep.
+SMALL_MODEL_BYTES = 64 * 2**20
+
+
 def _model(source: str, config_json: str):
+    """The model for this source and architecture (resampled from the checkpoint when they differ)."""
+    config = ViTConfig.from_dict(json.loads(config_json))
+    if 4 * _parameter_count(config, with_pooler=True, num_labels=config.num_labels) <= SMALL_MODEL_BYTES:
+        return _small_model(source, config_json)
+    return _large_model(source, config_json)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Building the model ...")
+def _small_model(source: str, config_json: str):
+    return _build_model(source, config_json)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Building the model ...")
+def _large_model(source: str, config_json: str):
+    return _build_model(source, config_json)
+
+
+def _build_model(source: str, config_json: str):
     from .model import ViTForImageClassification
     from .weights import resample
 
@@ -477,7 +517,7 @@ def sidebar() -> Run | None:
     """Draw the shared sidebar and return the current run (None, with a message shown, if nothing can run)."""
     # Also set here: a deep link to a page opened before app.py ever ran starts at the page itself.
     st.set_page_config(**PAGE_CONFIG)
-    gc.collect()  # see gc.freeze() above
+    _collect_garbage_now_and_then()
     image = _choose_image()
     source = _choose_model()
     if image is None:

@@ -165,7 +165,9 @@ def _base_model(source: str, _progress: Callable[[float, str], None] | None = No
     from .weights import load_checkpoint
 
     if source == BUNDLED:
-        return load_checkpoint(BUNDLED_DIR)
+        model = load_checkpoint(BUNDLED_DIR)
+        model.source = "the bundled shapes model (assets/model)"  # not the server's absolute path
+        return model
     if source.startswith("hub:"):
         return load_checkpoint(source[4:], progress=_progress)
     if source.startswith("local:"):

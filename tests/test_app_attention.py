@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
+from app_helpers import open_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/attention.py"
@@ -45,12 +45,7 @@ def _jpeg(size=(90, 60)) -> bytes:
 
 @pytest.fixture(scope="module")
 def vit_b():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("random").run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
-    return at
+    return open_app("random", page=PAGE)
 
 
 def test_page_at_vit_b16_defaults(vit_b):
@@ -121,17 +116,8 @@ def test_sidebar_changes_reach_the_page(vit_b):
 
 
 def test_tiny_model_one_head_one_layer_uploaded_image():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("random").run()
-    at.sidebar.file_uploader[0].upload("photo.jpg", _jpeg(), "image/jpeg").run()
-    at.sidebar.select_slider(key="w:image_size").set_value(32).run()
-    at.sidebar.select_slider(key="w:patch_size").set_value(16).run()
-    at.sidebar.select_slider(key="w:hidden_size").set_value(64).run()
-    at.sidebar.select_slider(key="w:num_heads").set_value(1).run()
-    at.sidebar.select_slider(key="w:num_layers").set_value(1).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
+    at = open_app("random", upload=("photo.jpg", _jpeg(), "image/jpeg"), page=PAGE,
+                  image_size=32, patch_size=16, hidden_size=64, num_heads=1, num_layers=1)
     assert at.session_state["image"][0] == "photo.jpg"  # the upload survived the page switch
     text = _text(at)
     assert "`[1, 5, 64]`" in text and "`[1, 1, 5, 64]`" in text and "`[1, 1, 5, 5]`" in text

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
+from app_helpers import open_app
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,10 +57,7 @@ def _ok(at):
 
 @pytest.fixture(scope="module")
 def vit_b():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("random").run()
-    return _ok(at)
+    return _ok(open_app("random", timeout=300))
 
 
 def test_overview_at_vit_b16(vit_b):
@@ -155,16 +152,8 @@ def test_embeddings_at_vit_b16(vit_b):
 
 @pytest.fixture(scope="module")
 def small():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("random").run()
-    at.sidebar.file_uploader[0].upload("photo.jpg", _jpeg(), "image/jpeg").run()
-    at.sidebar.select_slider(key="w:hidden_size").set_value(32).run()
-    at.sidebar.select_slider(key="w:num_heads").set_value(1).run()
-    at.sidebar.select_slider(key="w:num_layers").set_value(1).run()
-    at.sidebar.select_slider(key="w:mlp_size").set_value(64).run()
-    at.sidebar.select_slider(key="w:image_size").set_value(32).run()
-    at.sidebar.select_slider(key="w:patch_size").set_value(16).run()
+    at = open_app("random", upload=("photo.jpg", _jpeg(), "image/jpeg"), timeout=300,
+                  hidden_size=32, num_heads=1, num_layers=1, mlp_size=64, image_size=32, patch_size=16)
     return _ok(at)
 
 
@@ -220,11 +209,7 @@ def test_bare_vit_model_without_classifier(tmp_path):
         model.embeddings.position_embeddings.mul_(10)
     save_checkpoint(model, tmp_path / "bare")
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=300)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("local").run()
-    at.sidebar.text_input(key="w:local_path").set_value(str(tmp_path / "bare")).run()
-    _ok(at)
+    at = _ok(open_app("local", local_path=tmp_path / "bare", timeout=300))
     assert any("no classifier head" in i.value for i in at.info)
     assert _metrics(at)["Output"] == "features"
     tree = _spec(at, "boxes sized by FLOPs")["data"][0]

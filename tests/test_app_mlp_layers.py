@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from app_helpers import open_app
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 
@@ -160,10 +162,7 @@ def test_both_pages_on_a_tiny_config_and_pickers_clamp_when_layers_shrink():
 
 @pytest.mark.skipif(not (ROOT / "assets" / "model" / "config.json").is_file(), reason="no bundled model yet")
 def test_both_pages_with_the_bundled_model():
-    at = AppTest.from_file(APP, default_timeout=240)
-    at.switch_page("pages/mlp.py").run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("bundled").run()
-    assert not at.exception, at.exception
+    at = open_app("bundled", page="pages/mlp.py")
     assert len(at.get("plotly_chart")) == 6
     at.switch_page("pages/layers.py").run()
     assert not at.exception, at.exception

@@ -16,6 +16,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from app_helpers import open_app
+
 from vit_explain import ViTConfig, ViTModel
 from vit_explain.weights import save_checkpoint
 
@@ -80,12 +82,7 @@ def small_random_app(**config) -> AppTest:
 
 
 def test_vit_b16_random_classifier_with_uploaded_photo():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("random").run()
-    at.sidebar.file_uploader[0].upload("photo.jpg", photo_bytes(), "image/jpeg").run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
+    at = open_app("random", upload=("photo.jpg", photo_bytes(), "image/jpeg"), page=PAGE)
 
     # the sidebar survived the page switch, and the image is the upload
     assert at.sidebar.selectbox(key="w:model_choice").value == "random"
@@ -193,12 +190,7 @@ def test_vit_model_with_pooler_from_a_local_folder(tmp_path):
         model.pooler.dense.weight.mul_(40)
     save_checkpoint(model, tmp_path / "vit-with-pooler")
 
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("local").run()
-    at.sidebar.text_input(key="w:local_path").input(str(tmp_path / "vit-with-pooler")).run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
+    at = open_app("local", local_path=tmp_path / "vit-with-pooler", page=PAGE)
     assert at.sidebar.text_input(key="w:local_path").value == str(tmp_path / "vit-with-pooler")
 
     text = markdown(at)
@@ -209,7 +201,7 @@ def test_vit_model_with_pooler_from_a_local_folder(tmp_path):
 
     figs = charts(at)
     tanh = title_with(figs, "Pooler: tanh")
-    curve, points = tanh["data"][0], tanh["data"][1]
+    points = tanh["data"][1]  # [0] is the tanh curve itself
     x, y = decode(points["x"]).astype(np.float64), decode(points["y"]).astype(np.float64)
     assert x.size == 32
     np.testing.assert_allclose(y, np.tanh(x), atol=1e-5)  # pooler_output = tanh(dense(CLS))
@@ -246,11 +238,7 @@ def test_occlusion_sensitivity_behind_a_button_is_computed_once_and_kept():
 
 @pytest.mark.skipif(not (ROOT / "assets" / "model" / "config.json").is_file(), reason="the bundled model is not built yet")
 def test_bundled_model():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("bundled").run()
-    at.switch_page(PAGE).run()
-    assert not at.exception, at.exception
+    at = open_app("bundled", page=PAGE)
     figs = charts(at)
     lens = title_with(figs, "Logit lens")["data"][0]
     assert decode(lens["z"]).shape[0] == at.session_state["num_layers"] + 1
@@ -260,9 +248,7 @@ def test_bundled_model():
 
 @pytest.mark.skipif(not (ROOT / "assets" / "model" / "config.json").is_file(), reason="the bundled model is not built yet")
 def test_bundled_model_says_when_the_patch_size_changes_its_grid():
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
-    at.run()
-    at.sidebar.selectbox(key="w:model_choice").set_value("bundled").run()
+    at = open_app("bundled")
 
     def grid_note():
         return [c.value for c in at.sidebar.caption if "trained on a 8x8 grid" in c.value]

@@ -119,6 +119,14 @@ def test_capture_only_some_layers_or_taps(model):
     extra = {k for k in only_q.tensors if not k.endswith((".q", "patches"))}
     assert extra == {"embeddings", "layernorm", "logits"} | {f"layer.{i}.{n}" for i in range(3) for n in ("output", "probs")}
     assert len(only_q.tensors) < len(full.tensors) / 3
+    core = {"embeddings", "layernorm", "logits"} | {f"layer.{i}.{n}" for i in range(3) for n in ("output", "probs")}
+    assert set(trace(model, x, taps=()).tensors) == core  # no patterns: the core taps only
+    globbed = trace(model, x, layers=[0, 2], taps=["mlp_*", "layer.2.q"])
+    assert set(globbed.tensors) - core == {"layer.0.mlp_pre_act", "layer.0.mlp_post_act", "layer.0.mlp_output",
+                                           "layer.2.mlp_pre_act", "layer.2.mlp_post_act", "layer.2.mlp_output",
+                                           "layer.2.q"}
+    assert "layer.1.probs" not in globbed.tensors and globbed.attentions[1] is None
+    assert not full.tensors["position_embeddings"].requires_grad  # a parameter, handed back detached
 
 
 def test_threads_each_get_their_own_tensors(model):

@@ -50,6 +50,7 @@ _ACTIVE: contextvars.ContextVar["_Recorder | None"] = contextvars.ContextVar(
 # Registering and removing hooks touches dicts that other threads iterate: do it under a lock.
 _HOOK_LOCK = threading.Lock()
 _LAYER_RE = re.compile(r"(?:^|\.)layer\.(\d+)\.")
+_KEY_RE = re.compile(r"layer\.(\d+)\.(.+)")
 
 #: Taps that trace() always keeps, because hidden_states and attentions are built from them.
 CORE_TAPS = ("embeddings", "output", "probs", "layernorm", "pooler", "logits")
@@ -110,16 +111,21 @@ class Trace:
         return {k: v.detach().float().cpu().numpy() for k, v in self.tensors.items()}
 
 
-def _selected(key: str, layers: set[int] | None, taps: tuple[str, ...] | None) -> bool:
-    match = re.match(r"layer\.(\d+)\.(.+)", key)
-    short = match.group(2) if match else key
-    if short in CORE_TAPS:
-        return match is None or layers is None or int(match.group(1)) in layers or short == "output"
-    if match and layers is not None and int(match.group(1)) not in layers:
-        return False
-    if taps is None:
-        return True
-    return any(fnmatch.fnmatchcase(key, p) or fnmatch.fnmatchcase(short, p) for p in taps)
+def _selector(layers: set[int] | None, taps: tuple[str, ...] | None):
+    """The test trace() applies to each tap key: core taps always (per-layer ones of the chosen layers,
+    every layer's output), other taps if their layer is chosen and their name matches a ``taps`` glob."""
+    wanted = None if taps is None else re.compile("|".join(fnmatch.translate(p) for p in taps) or "(?!)")
+
+    def keep(key: str) -> bool:
+        match = _KEY_RE.match(key)
+        layer, short = (int(match.group(1)), match.group(2)) if match else (None, key)
+        if layer is not None and layers is not None and layer not in layers:
+            return short == "output"  # hidden_states stay complete
+        if short in CORE_TAPS:
+            return True
+        return wanted is None or bool(wanted.match(key) or wanted.match(short))
+
+    return keep
 
 
 def trace(
@@ -137,7 +143,7 @@ def trace(
     """
     layer_set = None if layers is None else {int(i) for i in layers}
     tap_patterns = None if taps is None else tuple(taps)
-    tensors = _record(model, lambda: model(pixel_values), lambda key: _selected(key, layer_set, tap_patterns))
+    tensors = _record(model, lambda: model(pixel_values), _selector(layer_set, tap_patterns))
     num_layers = len(getattr(_base_model(model).encoder, "layer"))
     hidden_states = [tensors["embeddings"]] + [tensors[f"layer.{i}.output"] for i in range(num_layers)]
     attentions = [tensors.get(f"layer.{i}.probs") for i in range(num_layers)]
@@ -169,8 +175,9 @@ def _record(module: nn.Module, run, keep) -> dict[str, torch.Tensor]:
     def make_hook(key: str):
         def hook(_module, _inputs, output):
             # Other threads' trace() calls hook the same modules; only our own call records here.
+            # Under no_grad only a parameter seen by a tap (position_embeddings) still requires grad.
             if _ACTIVE.get() is recorder:
-                recorder.tensors[key] = output.detach()
+                recorder.tensors[key] = output.detach() if output.requires_grad else output
 
         return hook
 

@@ -251,13 +251,13 @@ def test_bundled_model_says_when_the_patch_size_changes_its_grid():
     at = open_app("bundled")
 
     def grid_note():
-        return [c.value for c in at.sidebar.caption if "trained on a 8x8 grid" in c.value]
+        return [c.value for c in at.sidebar.caption if "trained on a grid of 8x8 patches" in c.value]
 
     assert not grid_note()  # as trained: 64 px, patch 8
     at.sidebar.select_slider(key="w:patch_size").set_value(16).run()  # 64 px / 16 = a 4x4 grid
     assert not at.exception
     note = grid_note()
-    assert len(note) == 1 and "this is 4x4" in note[0] and "8 x patch" in note[0], note
+    assert len(note) == 1 and "this one is 4x4" in note[0] and "8 x patch" in note[0], note
     at.sidebar.select_slider(key="w:image_size").set_value(128).run()  # 128 / 16: the 8x8 grid again
     assert at.sidebar.select_slider(key="w:patch_size").value == 16
     assert not at.exception and not grid_note()

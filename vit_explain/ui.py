@@ -463,8 +463,8 @@ def _choose_config(source: str, base_config: ViTConfig) -> ViTConfig:
         grid, trained_grid = image_size // patch_size, base_config.grid_size
         if grid != trained_grid:
             st.sidebar.caption(
-                f":material/info: These weights were trained on a {trained_grid}x{trained_grid} grid; this is "
-                f"{grid}x{grid}, so the position embeddings are interpolated and accuracy usually drops. To change "
+                f":material/info: These weights were trained on a grid of {trained_grid}x{trained_grid} patches; this "
+                f"one is {grid}x{grid}, so the position embeddings are interpolated and accuracy usually drops. To change "
                 f"the patch size and keep the grid, set the image size to {trained_grid} x patch."
             )
     config = base_config.replace(

@@ -8,6 +8,7 @@ in the folder the test prints (``$VIT_EXPLAIN_SCREENSHOTS`` or ``./screenshots``
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -46,35 +47,43 @@ def _free_port() -> int:
 SERVER_LOG: Path | None = None
 
 
+@contextlib.contextmanager
+def _streamlit_server(log_path: Path):
+    """``streamlit run app.py`` on a free port, answering its health check; yields the base URL."""
+    port = _free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 120
+            while time.time() < deadline:
+                try:
+                    if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                        break
+                except OSError:
+                    time.sleep(0.5)
+            else:
+                pytest.fail("streamlit did not start within 120 s")
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     global SERVER_LOG
-    port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
     SERVER_LOG = tmp_path_factory.mktemp("streamlit") / "server.log"
-    log = open(SERVER_LOG, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start within 120 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with _streamlit_server(SERVER_LOG) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +193,25 @@ def _click_a_patch_and_see_the_map_change(page, shots_dir):
     after = _query_caption(page)
     _screenshot(page, shots_dir / "attention-after-click.png")
     assert after and after != before, (before, after)
+
+
+def test_a_deep_link_as_the_servers_first_visit_gets_the_apps_navigation(tmp_path, shots_dir):
+    """Streamlit runs a page of a ``pages/`` folder on its own, with file names as navigation, until
+    app.py has run once; ui.sidebar() switches that off, so a shared link works on a fresh server."""
+    with _streamlit_server(tmp_path / "server.log") as url, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.set_default_timeout(180_000)
+            page.goto(f"{url}/attention")  # nobody has opened / on this server
+            page.wait_for_selector('[data-testid="stSidebarNav"]')
+            _wait_idle(page)
+            _no_exception(page, "deep link")
+            assert page.locator("h1").first.inner_text().strip() == "3 · Self-attention"
+            links = [t.strip() for t in page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()]
+            titles = [title for _, title, _ in PAGES]
+            assert [next((t for t in titles if t in link), link) for link in links] == titles, links
+            assert page.url.endswith("/attention")
+            _screenshot(page, shots_dir / "deep_link_attention.png")
+        finally:
+            browser.close()

@@ -515,10 +515,29 @@ PAGE_CONFIG = dict(page_title="vit-explain: a Vision Transformer, tensor by tens
                    layout="wide")
 
 
+def _leave_folder_mode() -> None:
+    """Run the page through app.py's navigation even when a deep link is the server's first visit.
+
+    Until some script calls ``st.navigation``, Streamlit treats an app with a ``pages/`` folder the old
+    way: a link to ``/attention`` on a freshly started server runs ``pages/attention.py`` alone, with a
+    navigation menu of file names (``app``, ``attention``, ``embeddings`` ...), for every visitor until
+    someone opens ``/``. ``st.navigation`` switches that mode off; doing the same here and running
+    again makes the link open the same page through app.py (same URL, so the same page). Only on a
+    session's first run, which has no clicks to lose: AppTest turns folder mode back on before every
+    run and runs a switched-to page on its own by design.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        if not st.session_state:
+            st.rerun()
+
+
 def sidebar() -> Run | None:
     """Draw the shared sidebar and return the current run (None, with a message shown, if nothing can run)."""
-    # Also set here: a deep link to a page opened before app.py ever ran starts at the page itself.
-    st.set_page_config(**PAGE_CONFIG)
+    _leave_folder_mode()
+    st.set_page_config(**PAGE_CONFIG)  # also here: AppTest runs a switched-to page without app.py
     _collect_garbage_now_and_then()
     image = _choose_image()
     source = _choose_model()

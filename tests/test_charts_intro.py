@@ -301,6 +301,8 @@ def test_token_heatmaps_window_and_scales():
     shared = E.token_heatmaps(tokens, position, tokens + position, shared_scale=True)
     assert len({t.zmax for t in shared.data}) == 1 and sum(t.showscale for t in shared.data) == 1
     assert "CLS" in [a.text for a in fig.layout.annotations]
+    # title, subtitle and the three panel titles each get their own line (they overlapped at 70 px)
+    assert fig.layout.title.subtitle.text and fig.layout.margin.t >= 100
     assert E.dimension_window(197, 768) == 96 and E.dimension_window(1025, 768) == 23
 
 

@@ -113,7 +113,9 @@ def compact_images(fig: go.Figure, fmt: str = "JPEG") -> go.Figure:
 
 def subtitle(fig: go.Figure, text: str) -> go.Figure:
     """A smaller second title line (keeps titles short enough for narrow columns)."""
-    fig.update_layout(title_subtitle_text=text, margin_t=max(70, fig.layout.margin.t or 0))
+    # make_subplots puts each panel's title just above the plot area: leave room for both lines above it
+    panel_titles = any(a.yref == "paper" and a.yanchor == "bottom" and (a.y or 0) >= 0.99 for a in fig.layout.annotations)
+    fig.update_layout(title_subtitle_text=text, margin_t=max(100 if panel_titles else 70, fig.layout.margin.t or 0))
     return fig
 
 

@@ -526,9 +526,11 @@ def _leave_folder_mode() -> None:
     session's first run, which has no clicks to lose: AppTest turns folder mode back on before every
     run and runs a switched-to page on its own by design.
     """
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
+    try:  # a Streamlit internal (as of 1.67): if it moves, pages still work, only this repair is skipped
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
         if not st.session_state:
             st.rerun()

@@ -137,10 +137,14 @@ def main() -> None:
     report(times, kept, f"{args.threads} threads, {args.clock} clock")
 
 
+def fastest_and_median(times: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Each variant's fastest round and median round."""
+    return ({name: min(t) for name, t in times.items()}, {name: statistics.median(t) for name, t in times.items()})
+
+
 def ratios(times: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
     """(fastest-round ratio, median ratio) of each budgeted comparison and of the memory probe."""
-    best = {name: min(t) for name, t in times.items()}
-    med = {name: statistics.median(t) for name, t in times.items()}
+    best, med = fastest_and_median(times)
     pairs = {"traced/eager": ("traced", "eager"), "traced/untraced": ("traced", "untraced"),
              "traced_app/eager": ("traced_app", "eager"), "traced_app/untraced": ("traced_app", "untraced")}
     out = {key: (best[a] / best[b], med[a] / med[b]) for key, (a, b) in pairs.items()}
@@ -155,8 +159,7 @@ BUDGETS = {"traced/eager": 1.00, "traced/untraced": 1.10, "traced_app/eager": 1.
 
 def report(times: dict[str, list[float]], kept: dict[str, int], setting: str) -> dict[str, tuple[float, float]]:
     """Print the table and the ratios (of the fastest rounds, medians beside); return the ratios."""
-    best = {name: min(t) for name, t in times.items()}
-    med = {name: statistics.median(t) for name, t in times.items()}
+    best, med = fastest_and_median(times)
     rounds = len(next(iter(times.values())))
     print(f"ViT-B/16 at 224, batch 1, CPU, {setting}, {rounds} interleaved rounds:")
     print(f"  {'variant':76s} {'fastest':>9s} {'median':>9s} {'kept':>8s}")

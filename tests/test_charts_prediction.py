@@ -77,6 +77,22 @@ def test_image_source_is_lossless_for_flat_pictures_and_small_for_photos():
     assert np.abs(read_picture(src).astype(float) - photo).mean() < 4  # close to the original
 
 
+def test_image_source_remembers_recent_pictures_by_their_pixels():
+    from vit_explain.charts import common
+
+    rng = np.random.default_rng(3)
+    first = rng.integers(0, 255, size=(40, 40, 3), dtype=np.uint8)
+    uri = common.image_source(first)
+    assert common.image_source(first.copy()) is uri  # same pixels, another array: the remembered string
+    changed = first.copy()
+    changed[0, 0, 0] ^= 1
+    assert common.image_source(changed) != uri  # one pixel differs: encoded afresh
+    assert common.image_source(first, "png") != uri and read_picture(common.image_source(first, "png")).shape == (40, 40, 3)
+    for i in range(common._SOURCES_MAX + 5):  # the memory stays bounded
+        common.image_source(np.full((4, 4, 3), i, dtype=np.uint8))
+    assert len(common._SOURCES) == common._SOURCES_MAX
+
+
 def test_cls_before_after_strips_carry_the_values_on_symmetric_scales():
     before = np.linspace(-6, 3, 20)
     after = np.linspace(-1, 2, 20)

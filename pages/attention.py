@@ -19,11 +19,6 @@ PAGE = "pages/attention.py"
 
 
 # ---------------------------------------------------------------------------------- cached helpers
-@st.cache_data(max_entries=16, show_spinner=False)
-def picture_uri(digest: str, source: str, config_json: str, _image: np.ndarray) -> str:
-    return charts.image_source(_image)
-
-
 @st.cache_data(max_entries=64, show_spinner=False)
 def query_tiles(digest, source, config_json, layer: int, query: int, stretch: bool, _image, _probs):
     """Where every head of ``layer`` looks from ``query``: (tiles, maps [H, g, g], to_cls [H], zmax)."""
@@ -147,7 +142,7 @@ def query_explorer(run, layer: int, head: int, stretch: bool) -> None:
     left, right = st.columns([1, 2])
     with left:
         picker = charts.query_picker(run.image, P, query, "Click a patch to make it the query",
-                                     source=picture_uri(run.digest, run.source, run.config_json, run.image))
+                                     source=charts.image_source(run.image))
         ui.plot(picker, key="attn:query_image", on_select="rerun", selection_mode="points")
         st.number_input("... or type the query patch", min_value=0, max_value=n - 1, step=1, key="attn:query_input",
                         on_change=lambda: state.update({"attn:query": int(state["attn:query_input"])}),

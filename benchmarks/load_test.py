@@ -27,7 +27,7 @@ been drawn, and the page's element count has been stable for 400 ms (polled ever
 start of that stable window). An error is any ``stException`` element, a step that timed out, a
 traceback in the server log or an isolation mismatch.
 
-Model: ``--model auto`` uses the bundled model if ``assets/model`` exists; otherwise a small
+Model: ``--model auto`` uses the bundled model if ``assets/models/shapes`` exists; otherwise a small
 random-weight checkpoint of the same shape, saved to a temporary folder and loaded through the
 sidebar's "checkpoint folder" option. ``--model random-b16`` runs random ViT-B/16 weights (the
 heaviest case; every patch size is a different 86M-parameter model).
@@ -483,15 +483,15 @@ def compare(reference: Result, concurrent: Result) -> list[str]:
 
 # ---------------------------------------------------------------------------------- main
 def choose_model(kind: str, tmp: Path) -> dict:
-    bundled = ROOT / "assets" / "model" / "config.json"
+    bundled = ROOT / "assets" / "models" / "shapes" / "config.json"
     if kind == "auto":
         kind = "bundled" if bundled.is_file() else "local-small"
     if kind == "bundled":
         if not bundled.is_file():
-            raise SystemExit("assets/model does not exist; use --model local-small or random-b16")
+            raise SystemExit("assets/models/shapes does not exist; use --model local-small or random-b16")
         from vit_explain.weights import load_checkpoint
 
-        config = load_checkpoint(ROOT / "assets" / "model").config
+        config = load_checkpoint(ROOT / "assets" / "models" / "shapes").config
         return {"kind": "bundled", "image_size": config.image_size, "patch_size": config.patch_size}
     if kind == "local-small":
         from vit_explain import ViTForImageClassification

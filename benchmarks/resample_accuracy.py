@@ -1,6 +1,6 @@
 """How well does the bundled model survive a change of patch size? PI-resize against plain resize.
 
-    python benchmarks/resample_accuracy.py [--model assets/model] [--n 1000] [--seed 12345]
+    python benchmarks/resample_accuracy.py [--model assets/models/shapes] [--n 1000] [--seed 12345]
 
 The bundled model was trained on 64-pixel synthetic images with 8-pixel patches (an 8 x 8 grid).
 For each other patch size, :func:`vit_explain.weights.resample` rebuilds it twice: with FlexiViT's
@@ -52,7 +52,7 @@ def accuracy(model, x: torch.Tensor, labels: torch.Tensor, batch: int = 100) -> 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default=str(ROOT / "assets" / "model"))
+    parser.add_argument("--model", default=str(ROOT / "assets" / "models" / "shapes"))
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--patches", default="4,8,16,32", help="comma-separated patch sizes")
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
-        print(f"No model at {model_dir} (train it with: python -m vit_explain.train --out assets/model)")
+        print(f"No model at {model_dir} (train it with: python -m vit_explain.train --out assets/models/shapes)")
         return 1
     model = load_checkpoint(model_dir)
     config = model.config

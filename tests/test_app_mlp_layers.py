@@ -160,11 +160,11 @@ def test_both_pages_on_a_tiny_config_and_pickers_clamp_when_layers_shrink():
     assert at.select_slider(key="mlp:layer").value == 2
 
 
-@pytest.mark.skipif(not (ROOT / "assets" / "model" / "config.json").is_file(), reason="no bundled model yet")
+@pytest.mark.skipif(not (ROOT / "assets" / "models" / "shapes" / "config.json").is_file(), reason="no bundled model yet")
 def test_both_pages_with_the_bundled_model():
-    at = open_app("bundled", page="pages/mlp.py")
+    at = open_app("bundled:shapes", page="pages/mlp.py")
     assert len(at.get("plotly_chart")) == 6
     at.switch_page("pages/layers.py").run()
     assert not at.exception, at.exception
-    assert at.sidebar.selectbox(key="w:model_choice").value == "bundled"
+    assert at.sidebar.selectbox(key="w:model_choice").value == "bundled:shapes"
     assert len(at.get("plotly_chart")) == 8

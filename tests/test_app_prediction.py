@@ -236,9 +236,9 @@ def test_occlusion_sensitivity_behind_a_button_is_computed_once_and_kept():
     assert sum(t["type"] == "heatmap" for t in title_with(charts(at), "Three explanations")["data"]) == 3
 
 
-@pytest.mark.skipif(not (ROOT / "assets" / "model" / "config.json").is_file(), reason="the bundled model is not built yet")
+@pytest.mark.skipif(not (ROOT / "assets" / "models" / "shapes" / "config.json").is_file(), reason="the bundled model is not built yet")
 def test_bundled_model():
-    at = open_app("bundled", page=PAGE)
+    at = open_app("bundled:shapes", page=PAGE)
     figs = charts(at)
     lens = title_with(figs, "Logit lens")["data"][0]
     assert decode(lens["z"]).shape[0] == at.session_state["num_layers"] + 1
@@ -246,9 +246,9 @@ def test_bundled_model():
     assert "no pooler" in " ".join(i.value for i in at.info)
 
 
-@pytest.mark.skipif(not (ROOT / "assets" / "model" / "config.json").is_file(), reason="the bundled model is not built yet")
+@pytest.mark.skipif(not (ROOT / "assets" / "models" / "shapes" / "config.json").is_file(), reason="the bundled model is not built yet")
 def test_bundled_model_says_when_the_patch_size_changes_its_grid():
-    at = open_app("bundled")
+    at = open_app("bundled:shapes")
 
     def grid_note():
         return [c.value for c in at.sidebar.caption if "trained on a grid of 8x8 patches" in c.value]

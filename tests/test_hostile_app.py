@@ -565,11 +565,11 @@ def test_classroom_mode_offers_no_server_paths(checkpoints, monkeypatch):
     assert_healthy(at)
     choice = at.sidebar.selectbox(key="w:model_choice")  # .options are the labels the user reads
     assert choice.options and not any("folder" in label.lower() for label in choice.options), choice.options
-    assert choice.value == "bundled"  # the stale choice fell back to the first offered one
+    assert choice.value.startswith("bundled:")  # the stale choice fell back to the first offered one
     assert not [t for t in at.sidebar.text_input if t.key == "w:local_path"]
     assert not at.exception
     shown = " ".join(m.value for m in at.markdown) + " ".join(str(m.help) for m in at.metric)
-    assert "bundled shapes model" in shown and str(Path(APP).resolve().parent) not in shown  # no server paths
+    assert "bundled" in shown and "model (assets/models/" in shown and str(Path(APP).resolve().parent) not in shown  # no server paths
 
     # the sidebar itself refuses a local source in classroom mode, even if asked directly
     from vit_explain import ui

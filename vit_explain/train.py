@@ -1,7 +1,7 @@
 """Train (and check) the small ViT that ships with the app, on the synthetic shapes.
 
-    python -m vit_explain.train --out assets/model --seed 0
-    python -m vit_explain.train --evaluate assets/model
+    python -m vit_explain.train --out assets/models/shapes --seed 0
+    python -m vit_explain.train --evaluate assets/models/shapes
 
 Every step draws a fresh batch from :func:`vit_explain.synthetic.sample` (batch ``i`` of a run
 with seed ``s`` uses the seed sequence ``[s, i]``), so the data never repeats and a run is fixed
@@ -252,6 +252,185 @@ def train(
     return model, history
 
 
+# --------------------------------------------------------------------------- real pictures (ImageFolder)
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """Random crop after reflect-padding by ``pad`` pixels, and a random horizontal flip (uint8 in and out).
+
+    The standard CIFAR augmentation (He et al. 2016, "Deep Residual Learning", section 4.2).
+    """
+    n, h, w, _ = images.shape
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    dy = rng.integers(0, 2 * pad + 1, size=n)
+    dx = rng.integers(0, 2 * pad + 1, size=n)
+    flip = rng.random(n) < 0.5
+    out = np.empty_like(images)
+    for i in range(n):
+        crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
+        out[i] = crop[:, ::-1] if flip[i] else crop
+    return out
+
+
+@torch.no_grad()
+def evaluate_split(model: torch.nn.Module, split, num_classes: int, *, batch_size: int = 500, device: str = "cpu") -> dict:
+    """Top-1 accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    was_training = model.training
+    model.eval()
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for i in range(0, len(split), batch_size):
+        x = images_to_pixel_values(split.images[i : i + batch_size]).to(device)
+        predicted = model(x).logits.argmax(-1).cpu().numpy()
+        np.add.at(confusion, (split.labels[i : i + batch_size], predicted), 1)
+    model.train(was_training)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    return dict(
+        top1=float(confusion.diagonal().sum() / max(1, confusion.sum())),
+        per_class=per_class.tolist(),
+        confusion=confusion.tolist(),
+        n=int(confusion.sum()),
+    )
+
+
+class Progress:
+    """A one-line progress report with rate and ETA: redrawn in place on a terminal, a line per ``every`` steps otherwise."""
+
+    def __init__(self, total: int, *, every: int = 50, log: Callable[[str], None] = print, start_step: int = 0):
+        self.total, self.every, self.log = total, every, log
+        self.start_step = start_step
+        self.started = time.perf_counter()
+        self.tty = os.isatty(2)
+
+    def eta(self, step: int) -> float:
+        done = step - self.start_step
+        elapsed = time.perf_counter() - self.started
+        return elapsed / max(done, 1) * (self.total - step)
+
+    def update(self, step: int, text: str) -> None:
+        if not (self.tty or step % self.every == 0 or step == self.total):
+            return
+        eta = self.eta(step)
+        line = f"[{100 * step / self.total:5.1f}%] step {step}/{self.total}  {text}  ETA {int(eta // 3600)}h{int(eta % 3600 // 60):02d}m{int(eta % 60):02d}s"
+        if self.tty:
+            import sys
+
+            sys.stderr.write("\r" + line[:160].ljust(160))
+            sys.stderr.flush()
+            if step % self.every == 0 or step == self.total:
+                sys.stderr.write("\n")
+        else:
+            self.log(line)
+
+
+def train_images(
+    config: ViTConfig,
+    data,
+    *,
+    epochs: int = 30,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    weight_decay: float = 0.05,
+    warmup_epochs: float = 2.0,
+    label_smoothing: float = 0.1,
+    seed: int = 0,
+    state_path: str | os.PathLike | None = None,
+    device: str | None = None,
+    eval_every_epochs: int = 1,
+    eval_n: int = 2000,
+    log: Callable[[str], None] = print,
+    log_every: int = 50,
+    stop_after_epochs: int | None = None,
+) -> tuple[ViTForImageClassification, list[dict]]:
+    """Train a fresh ViT on an :class:`~vit_explain.imagefolder.ImageDataset`; returns it (eval mode) and per-epoch records.
+
+    Each epoch visits every training picture once in an order drawn from the seed sequence
+    ``[seed, epoch]``, augmented (:func:`augment`) from ``[seed, epoch, 1]``. With ``state_path``
+    the model, optimiser and history are saved there after every epoch, and a run started again
+    with the same arguments resumes from it (the result equals an uninterrupted run's on CPU).
+    ``stop_after_epochs`` ends the call early (the state is saved), as an interruption would.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(seed)
+    model = ViTForImageClassification(config)
+    model.init_weights(seed=seed)
+    probe = data.train.images[np.random.default_rng([seed, 2**31]).choice(len(data.train), size=min(256, len(data.train)), replace=False)]
+    init_sincos_positions(model, images_to_pixel_values(probe))
+    model.to(device)
+    optimizer = make_optimizer(model, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = math.ceil(len(data.train) / batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup = max(1, int(warmup_epochs * steps_per_epoch))
+    history: list[dict] = []
+    first_epoch = 0
+    state_file = Path(state_path) if state_path else None
+    if state_file is not None and state_file.exists():
+        state = torch.load(state_file, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        first_epoch = int(state["epoch"])
+        history = json.loads(state["history"])
+        log(f"resumed from {state_file} after epoch {first_epoch}")
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"model: {n_params:,} parameters, {config.num_hidden_layers} layers, width {config.hidden_size}, "
+        f"{config.num_attention_heads} heads, MLP {config.intermediate_size}, {config.grid_size}x{config.grid_size} "
+        f"patches of {config.patch_size}px; data: {len(data.train):,} training / {len(data.test):,} held-out pictures, "
+        f"{len(data.classes)} classes; {epochs} epochs x {steps_per_epoch} steps of {batch_size}, peak lr {lr}, "
+        f"device {device}, {torch.get_num_threads()} threads, seed {seed}"
+    )
+    progress = Progress(total_steps, every=log_every, log=log, start_step=first_epoch * steps_per_epoch)
+    eval_subset = None
+    if eval_n and eval_n < len(data.test):
+        pick = np.random.default_rng([seed, 2**31 + 1]).choice(len(data.test), size=eval_n, replace=False)
+        eval_subset = type(data.test)(data.test.images[np.sort(pick)], data.test.labels[np.sort(pick)])
+    started, cpu_started = time.perf_counter(), time.process_time()
+    last_epoch = epochs if stop_after_epochs is None else min(epochs, first_epoch + stop_after_epochs)
+    for epoch in range(first_epoch, last_epoch):
+        order = np.random.default_rng([seed, epoch]).permutation(len(data.train))
+        aug_rng = np.random.default_rng([seed, epoch, 1])
+        run_loss, run_acc, run_n = 0.0, 0.0, 0
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            index = order[i * batch_size : (i + 1) * batch_size]
+            images = augment(data.train.images[index], aug_rng)
+            pixel_values = images_to_pixel_values(images).to(device)
+            labels = torch.from_numpy(data.train.labels[index]).to(device)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, total_steps, lr, warmup, floor=0.0)
+            loss, acc = train_step(model, optimizer, pixel_values, labels, label_smoothing=label_smoothing)
+            run_loss, run_acc, run_n = run_loss + loss, run_acc + acc, run_n + 1
+            progress.update(step + 1, f"epoch {epoch + 1}/{epochs}  loss {run_loss / run_n:.4f}  train acc {run_acc / run_n:.3f}")
+        record = dict(
+            epoch=epoch + 1,
+            step=(epoch + 1) * steps_per_epoch,
+            loss=run_loss / run_n,
+            train_accuracy=run_acc / run_n,
+            lr=optimizer.param_groups[0]["lr"],
+            elapsed=time.perf_counter() - started,
+            cpu=time.process_time() - cpu_started,
+        )
+        if eval_every_epochs and ((epoch + 1) % eval_every_epochs == 0 or epoch + 1 == epochs):
+            held_out = evaluate_split(model, eval_subset or data.test, len(data.classes), device=device)
+            record["held_out_top1"] = held_out["top1"]
+            record["held_out_n"] = held_out["n"]
+        history.append(record)
+        log(
+            f"epoch {epoch + 1}/{epochs}: loss {record['loss']:.4f}, train acc {record['train_accuracy']:.4f}"
+            + (f", held-out top-1 {record['held_out_top1']:.4f} on {record['held_out_n']}" if "held_out_top1" in record else "")
+            + f"  ({record['elapsed']:.0f} s this session)"
+        )
+        if state_file is not None:
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = state_file.with_suffix(".tmp")
+            torch.save(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "history": json.dumps(history)},
+                tmp,
+            )
+            os.replace(tmp, state_file)
+    model.eval()
+    return model.cpu(), history
+
+
 # --------------------------------------------------------------------------- evaluation
 
 
@@ -357,49 +536,125 @@ def load_model(model_dir: str | os.PathLike) -> ViTForImageClassification:
 
 # --------------------------------------------------------------------------- command line
 
+#: Named recipes: their defaults reproduce the shipped models (assets/models/<name>/).
+RECIPES: dict[str, dict] = {
+    # The bundled shapes model: fresh synthetic batches every step (see train()).
+    "shapes": dict(
+        out="assets/models/shapes", steps=8000, batch_size=64, lr=1e-3, weight_decay=0.05, warmup=200,
+        label_smoothing=0.05, image_size=64, patch_size=8, hidden_size=96, layers=4, heads=4,
+        intermediate_size=None, threads=1,
+    ),
+    # The CIFAR-10 model: a ViT-Lite-sized classic ViT (Hassani et al. 2021 use 7 layers of 256 for
+    # CIFAR; this one is narrower to fit a 2-core CPU budget) with the standard crop + flip
+    # augmentation, label smoothing 0.1, AdamW, linear warm-up then cosine decay to zero.
+    "cifar10": dict(
+        out="assets/models/cifar10", data="../shared/data/cifar10-jpeg.tar.gz", epochs=30, batch_size=128, lr=1e-3,
+        weight_decay=0.05, warmup_epochs=2.0, label_smoothing=0.1, image_size=32, patch_size=4, hidden_size=192,
+        layers=6, heads=3, intermediate_size=384, threads=0,
+    ),
+}
+
+
+def _write_evaluation(out: Path, metrics: dict, classes: list[str]) -> None:
+    (out / "evaluation.json").write_text(json.dumps({"classes": classes, **metrics}, indent=2) + "\n")
+    lines = ["true \\ predicted," + ",".join(classes)]
+    lines += [f"{name}," + ",".join(str(v) for v in row) for name, row in zip(classes, metrics["confusion"])]
+    (out / "confusion_matrix.csv").write_text("\n".join(lines) + "\n")
+
+
+def _main_images(args, log: Callable[[str], None]) -> int:
+    from .imagefolder import load_image_folder
+
+    started = time.perf_counter()
+    data = load_image_folder(args.data, image_size=args.image_size, limit_per_class=args.limit_per_class)
+    log(f"read {len(data.train):,} + {len(data.test):,} pictures from {data.source} in {time.perf_counter() - started:.1f} s")
+    config = default_config(
+        image_size=args.image_size, patch_size=args.patch_size, hidden_size=args.hidden_size,
+        num_hidden_layers=args.layers, num_attention_heads=args.heads, intermediate_size=args.intermediate_size,
+    ).replace(id2label=dict(enumerate(data.classes)), num_labels=len(data.classes))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, history = train_images(
+        config, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, seed=args.seed,
+        state_path=out / "train_state.pt", device=args.device, log=log, log_every=args.log_every,
+        stop_after_epochs=args.stop_after_epochs,
+    )
+    if len(history) < args.epochs:
+        log(f"stopped after epoch {len(history)} of {args.epochs}; run the same command again to resume")
+        return 0
+    save_model(model, out)
+    metrics = evaluate_split(model, data.test, len(data.classes))
+    _write_evaluation(out, metrics, data.classes)
+    (out / "train_state.pt").unlink(missing_ok=True)
+    minutes = history[-1]["elapsed"] / 60
+    log(f"trained in {minutes:.1f} min (this session); saved to {out}")
+    log(f"held-out top-1 on all {metrics['n']:,} pictures: {metrics['top1']:.4f}")
+    for name, acc in zip(data.classes, metrics["per_class"]):
+        log(f"  {name:12s} {acc:.3f}")
+    return 0
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vit_explain.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="assets/model", help="directory to save the trained model in")
+    parser.add_argument(
+        "--recipe", choices=sorted(RECIPES), default=None,
+        help="named defaults that reproduce a shipped model (default: cifar10 when --data is given, else shapes)",
+    )
+    parser.add_argument("--data", help="ImageFolder folder or .tar/.tar.gz (train/ and test/, or one folder split 90/10)")
+    parser.add_argument("--out", help="directory to save the trained model in (default: the recipe's)")
     parser.add_argument("--evaluate", metavar="DIR", help="only measure the model saved in DIR")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=8000)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.05)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--label-smoothing", type=float, default=0.05)
+    parser.add_argument("--steps", type=int, help="shapes: optimiser steps")
+    parser.add_argument("--epochs", type=int, help="pictures: passes over the training split")
+    parser.add_argument("--stop-after-epochs", type=int, default=None, help="pictures: stop early (resumable) after this many epochs")
+    parser.add_argument("--limit-per-class", type=int, default=None, help="pictures: read at most N per class and split")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--weight-decay", type=float)
+    parser.add_argument("--warmup", type=int, help="shapes: warm-up steps")
+    parser.add_argument("--warmup-epochs", type=float, help="pictures: warm-up epochs")
+    parser.add_argument("--label-smoothing", type=float)
     parser.add_argument(
-        "--curriculum", type=float, default=0.2, help="fraction of the run over which clutter ramps from 0 to 1"
+        "--curriculum", type=float, default=0.2, help="shapes: fraction of the run over which clutter ramps from 0 to 1"
     )
     parser.add_argument(
         "--position-init", choices=["sincos", "random"], default="sincos",
         help="starting values of the (learned) position embeddings",
     )
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--patch-size", type=int, default=8)
-    parser.add_argument("--hidden-size", type=int, default=96)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--intermediate-size", type=int, default=None, help="default: 4 x hidden size")
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--patch-size", type=int)
+    parser.add_argument("--hidden-size", type=int)
+    parser.add_argument("--layers", type=int)
+    parser.add_argument("--heads", type=int)
+    parser.add_argument("--intermediate-size", type=int, default=None, help="default: the recipe's (shapes: 4 x hidden size)")
     parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--eval-every", type=int, default=250, help="quick check on 256 images (0: never)")
+    parser.add_argument("--eval-every", type=int, default=250, help="shapes: quick check on 256 images (0: never)")
     parser.add_argument("--eval-n", type=int, default=1000)
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     parser.add_argument(
         "--threads",
         type=int,
-        default=1,
-        help="torch threads (default 1: on a busy 2-core machine one thread ran twice as fast as two, "
-        "and the batch generator gets the other core)",
+        default=None,
+        help="torch threads, 0 for all cores (shapes default 1: on a busy 2-core machine one thread ran twice "
+        "as fast as two, and the batch generator gets the other core)",
     )
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    recipe_name = args.recipe or ("cifar10" if args.data else "shapes")
+    for key, value in RECIPES[recipe_name].items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
+    log = lambda line: print(line, flush=True)  # noqa: E731
 
     if args.evaluate:
         model = load_model(args.evaluate)
         metrics = evaluate(model, n=args.eval_n)
         print(json.dumps(metrics, indent=2))
         return 0
+    if recipe_name != "shapes":
+        log(f"recipe {recipe_name}: " + ", ".join(f"{k}={getattr(args, k)}" for k in RECIPES[recipe_name]))
+        return _main_images(args, log)
 
     config = default_config(
         image_size=args.image_size,
@@ -409,7 +664,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_attention_heads=args.heads,
         intermediate_size=args.intermediate_size,
     )
-    log = lambda line: print(line, flush=True)  # noqa: E731
     started = time.perf_counter()
     model, _ = train(
         config,

@@ -47,7 +47,7 @@ from .preprocess import InvalidImageError, PreprocessSpec, image_digest, load_im
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = ROOT / "assets" / "samples"
-BUNDLED_DIR = ROOT / "assets" / "model"
+MODELS_DIR = ROOT / "assets" / "models"
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 #: The stages in teaching order: (page file, title, icon). app.py builds the navigation from it.
@@ -61,7 +61,13 @@ PAGES = [
     ("pages/prediction.py", "6 · Pooler and prediction", ":material/flag:"),
 ]
 
-BUNDLED = "bundled"
+#: The models trained by this project and shipped in assets/models/<name>/, in the order offered
+#: (the first one present is the default): source "bundled:<name>" -> (menu label, what it is).
+BUNDLED_MODELS = {
+    "cifar10": ("CIFAR-10 photos model (trained here, offline)", "the bundled CIFAR-10 model (assets/models/cifar10)"),
+    "shapes": ("Synthetic shapes model (trained here, offline)", "the bundled shapes model (assets/models/shapes)"),
+}
+BUNDLED = "bundled:"
 RANDOM = "random"
 LOCAL = "local"
 RANDOM_SEED = 0
@@ -121,7 +127,7 @@ class Run:
 
     image_name: str
     digest: str
-    source: str  # "bundled", "random", "hub:<repo id>" or "local:<path>"
+    source: str  # "bundled:<name>", "random", "hub:<repo id>" or "local:<path>"
     model: torch.nn.Module
     config: ViTConfig
     trained: bool
@@ -164,9 +170,10 @@ def _config_json(config: ViTConfig) -> str:
 def _base_model(source: str, _progress: Callable[[float, str], None] | None = None):
     from .weights import load_checkpoint
 
-    if source == BUNDLED:
-        model = load_checkpoint(BUNDLED_DIR)
-        model.source = "the bundled shapes model (assets/model)"  # not the server's absolute path
+    if source.startswith(BUNDLED) and source[len(BUNDLED):] in BUNDLED_MODELS:
+        name = source[len(BUNDLED):]
+        model = load_checkpoint(MODELS_DIR / name)
+        model.source = BUNDLED_MODELS[name][1]  # not the server's absolute path
         return model
     if source.startswith("hub:"):
         return load_checkpoint(source[4:], progress=_progress)
@@ -293,8 +300,9 @@ def _model_options() -> dict[str, str]:
     from .weights import KNOWN_CHECKPOINTS
 
     options = {}
-    if (BUNDLED_DIR / "config.json").is_file():
-        options[BUNDLED] = "Bundled shapes model (trained here, offline)"
+    for name, (label, _) in BUNDLED_MODELS.items():
+        if (MODELS_DIR / name / "config.json").is_file():
+            options[BUNDLED + name] = label
     options[RANDOM] = "Random weights (untrained)"
     for repo_id, info in KNOWN_CHECKPOINTS.items():
         options[f"hub:{repo_id}"] = f"{info.title} — Hub, {info.download_mb:.0f} MB"
@@ -552,7 +560,7 @@ def sidebar() -> Run | None:
     base = _load_base(source)
     if base is False:
         st.warning("The chosen model could not be loaded (the reason is in the sidebar). "
-                   "The bundled shapes model and random weights always work offline.")
+                   "The bundled models and random weights always work offline.")
         return None
     base_config = base.config if base is not None else ViTConfig(num_labels=10, id2label={i: f"class {i}" for i in range(10)})
     config = _choose_config(source, base_config)

@@ -303,9 +303,16 @@ def test_awkward_upload_becomes_a_correct_rgb_image(kind):
         assert close(im.getpixel(xy), expected, tol), (xy, im.getpixel(xy), expected)
 
 
+@pytest.mark.parametrize("data, frames", [(_animated_gif(), 3), (_multipage_tiff(), 2)], ids=["gif", "tiff"])
+def test_frame_count_is_reported_and_the_first_frame_is_used(data, frames):
+    im = load_image(data)
+    assert im.info["source"]["frames"] == frames
+    assert im.getpixel((8, 8)) == (RED if frames == 3 else GREEN)  # still the first frame after counting
+
+
 def test_source_description_and_info_are_clean():
     im = load_image(_gray_16bit())
-    assert im.info == {"source": {"format": "PNG", "mode": "I;16", "size": (16, 16)}}
+    assert im.info == {"source": {"format": "PNG", "mode": "I;16", "size": (16, 16), "frames": 1}}
 
 
 @pytest.mark.parametrize(

@@ -39,8 +39,8 @@ applied, which is how the models were trained and what transformers does.
 Nothing here changes PIL's global settings (``Image.MAX_IMAGE_PIXELS``,
 ``ImageFile.LOAD_TRUNCATED_IMAGES``, warning filters), so many sessions can load images at once.
 
-The returned image carries only ``image.info["source"]``: the file's format, mode and
-width x height before any scaling or rotation (the app shows it).
+The returned image carries only ``image.info["source"]``: the file's format, mode,
+width x height before any scaling or rotation, and its number of frames (the app shows it).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ def load_image(
 
     im = _open(raw)
     width, height = im.size
-    source = {"format": im.format, "mode": im.mode, "size": (width, height)}
+    source = {"format": im.format, "mode": im.mode, "size": (width, height), "frames": _frame_count(im)}
     _check_geometry(width, height)
 
     try:
@@ -245,6 +245,21 @@ def _open(raw: bytes) -> ImageFile.ImageFile:
         raise _too_many_pixels_error(str(exc)) from exc
     except Exception as exc:  # a plugin choking on a malformed header
         raise _decode_error(exc) from exc
+
+
+def _frame_count(im: Image.Image) -> int:
+    """How many frames (animation) or pages (TIFF) the file holds; 1 for a still picture."""
+    try:
+        count = int(getattr(im, "n_frames", 1) or 1)
+        if count > 1:
+            im.seek(0)  # counting may have moved the file to its last frame
+        return count
+    except Exception:  # a damaged later frame: the first one may still decode
+        try:
+            im.seek(0)
+        except Exception:
+            pass
+        return 1
 
 
 def _check_geometry(width: int, height: int) -> None:

@@ -133,6 +133,7 @@ class Run:
     trained: bool
     core: dict[str, np.ndarray]
     image: np.ndarray  # uint8 [S, S, 3]: the picture the model saw (resized, de-normalised)
+    image_origin: str = "sample"  # "sample" or "upload"
 
     @property
     def config_json(self) -> str:
@@ -255,40 +256,119 @@ def sample_names() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------- sidebar
-def _choose_image() -> tuple[str, bytes] | None:
-    st.sidebar.subheader("Image")
-    names = sample_names()
+#: The picture list's entry for the session's own upload (a name no sample file can have).
+UPLOAD = "\x00your upload"
+
+
+@dataclass
+class Picture:
+    """The picture every page uses: its name, its bytes, and where it came from."""
+
+    name: str
+    data: bytes
+    origin: str  # "sample" or "upload"
+    note: str | None = None  # e.g. which frame of an animation the model sees
+
+    @property
+    def description(self) -> str:
+        return f"{self.name} ({'your upload' if self.origin == 'upload' else 'sample picture'})"
+
+
+def _frames_note(info: dict) -> str | None:
+    """For an animated or multi-page file (``load_image``'s source info): which frame the model sees."""
+    frames = int(info.get("frames", 1) or 1)
+    if frames <= 1:
+        return None
+    kind = "page" if info.get("format") == "TIFF" else "frame"
+    return (f"This {info.get('format') or 'image'} file has {frames} {kind}s; the model sees only the first "
+            f"{kind}.")
+
+
+def _take_upload() -> None:
+    """``on_change`` of the uploader: a new file becomes the picture in use; removing it goes back to a sample.
+
+    The uploader only changes value when the user acts on it: a page switch draws a fresh, empty
+    uploader (Streamlit gives each page's widgets their own identity) without calling this. So the
+    picture in use lives in ``st.session_state``, never in the uploader's value.
+    """
     state = st.session_state
+    upload = state.get("upload")
+    if upload is None:  # the user removed the file from the box
+        if state.get("w:sample") == UPLOAD:
+            state["w:sample"] = state.get("_last_sample") or (sample_names() or [UPLOAD])[0]
+        state.pop("uploaded", None)
+        state.pop("_upload_error", None)
+        return
+    data = upload.getvalue()
+    try:
+        info = load_image(data).info.get("source", {})
+    except InvalidImageError as exc:
+        state["_upload_error"] = (upload.name, str(exc), _page_hash())
+        return
+    state.pop("_upload_error", None)
+    state["uploaded"] = (upload.name, data, _frames_note(info))
+    state["_upload_page"] = _page_hash()
+    state["w:sample"] = UPLOAD
 
-    def use_sample():
-        name = state.get("w:sample")
-        if name:
-            state["image"] = (name, _sample_bytes(name))
 
-    if names:
-        st.sidebar.selectbox(
-            "Sample picture", names, key=_persisted("sample", names, names[0]), on_change=use_sample,
-            help="Photos in the public domain and synthetic shapes made by this project's generator.",
+def _page_hash() -> str:
+    """Which page is running (notes about an action are repeated on the page where it happened)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return getattr(ctx, "page_script_hash", "") if ctx is not None else ""
+
+
+def _choose_image() -> tuple[Picture | None, Any]:
+    """The picture list, the uploader and a line saying which picture is in use.
+
+    Returns the picture (None if there is none) and a sidebar slot where :func:`sidebar` shows it
+    as the model sees it, right under the choice.
+    """
+    st.sidebar.subheader("Picture")
+    state = st.session_state
+    names = sample_names()
+    uploaded = state.get("uploaded")
+    options = ([UPLOAD] if uploaded else []) + names
+    picture = None
+    if options:
+        choice = st.sidebar.selectbox(
+            "Picture in use", options, key=_persisted("sample", options, UPLOAD if uploaded else names[0]),
+            format_func=lambda o: f"Your upload: {uploaded[0]}" if o == UPLOAD and uploaded else o,
+            on_change=lambda: state.pop("_upload_error", None),
+            help="Photos in the public domain and synthetic shapes made by this project's generator; your own "
+                 "upload appears at the top of this list.",
         )
-    upload = st.sidebar.file_uploader(
-        "... or upload your own", type=None, key="upload",
+        if choice == UPLOAD and uploaded:
+            picture = Picture(uploaded[0], uploaded[1], "upload", uploaded[2])
+        elif choice in names:
+            picture = Picture(choice, _sample_bytes(choice), "sample")
+            state["_last_sample"] = choice
+    st.sidebar.file_uploader(
+        "Upload a picture", type=None, key="upload", on_change=_take_upload,
         help="Any common image format. Big photos are reduced; odd ones get a clear message.",
     )
-    if upload is not None and state.get("_upload_id") != upload.file_id:
-        state["_upload_id"] = upload.file_id
-        data = upload.getvalue()
-        try:
-            load_image(data)
-        except InvalidImageError as exc:
-            state["_upload_error"] = f"**{upload.name}** was not used: {exc}"
-        else:
-            state["image"] = (upload.name, data)
-            state.pop("_upload_error", None)
     if state.get("_upload_error"):
-        st.sidebar.error(state["_upload_error"], icon=":material/broken_image:")
-    if "image" not in state and names:
-        use_sample()
-    return state.get("image")
+        name, reason, _ = state["_upload_error"]
+        st.sidebar.error(f"**{name}** was not used: {reason}", icon=":material/broken_image:")
+    slot = st.sidebar.container()
+    if picture is not None:
+        state["image"] = (picture.name, picture.data)
+    return picture, slot
+
+
+def _picture_messages(picture: Picture | None) -> None:
+    """On the page, where the eye is: a rejected upload (and what is shown instead), an animation's frame."""
+    state = st.session_state
+    error = state.get("_upload_error")
+    if error and error[2] == _page_hash():
+        instead = (f"The pages keep showing **{picture.description}** instead." if picture is not None
+                   else "Pick a sample picture in the sidebar or try another file.")
+        st.error(f"**{error[0]}** could not be used: {error[1]} {instead}", icon=":material/broken_image:")
+    uploaded = state.get("uploaded")
+    if picture is not None and picture.origin == "upload" and uploaded and uploaded[2]:
+        if state.get("_upload_page") == _page_hash():
+            st.info(f"**{picture.name}**: {uploaded[2]}", icon=":material/animation:")
 
 
 def classroom_mode() -> bool:
@@ -519,8 +599,11 @@ def _config_metrics(config: ViTConfig, with_pooler: bool, num_labels: int) -> No
                    help="Scores and probabilities of every head of every layer, float32: grows with tokens^2.")
 
 
-PAGE_CONFIG = dict(page_title="vit-explain: a Vision Transformer, tensor by tensor", page_icon=":material/grid_on:",
-                   layout="wide")
+#: The browser tab's icon is a file of this repository, served by the app itself: a ":material/..." page
+#: icon makes the browser fetch it from Google's font server, which fails offline (a classroom network).
+FAVICON = str(ROOT / "assets" / "favicon.png")
+PAGE_CONFIG = dict(page_title="vit-explain: a Vision Transformer, tensor by tensor", page_icon=FAVICON,
+                   layout="wide", initial_sidebar_state="auto")
 
 
 def _leave_folder_mode() -> None:
@@ -545,13 +628,20 @@ def _leave_folder_mode() -> None:
 
 
 def sidebar() -> Run | None:
-    """Draw the shared sidebar and return the current run (None, with a message shown, if nothing can run)."""
+    """Draw the shared sidebar and return the current run (None, with a message shown, if nothing can run).
+
+    Order: the model and the picture first (what a user changes most), the architecture after. Problems
+    are said on the page as well as in the sidebar: a rejected upload (and which picture is used instead),
+    an animation's frame, architecture settings that cannot run (the page then shows the last settings
+    that ran, so it stays useful while the user fixes them).
+    """
     _leave_folder_mode()
     st.set_page_config(**PAGE_CONFIG)  # also here: AppTest runs a switched-to page without app.py
     _collect_garbage_now_and_then()
-    image = _choose_image()
     source = _choose_model()
-    if image is None:
+    picture, slot = _choose_image()
+    _picture_messages(picture)
+    if picture is None:
         st.info("Pick a sample picture or upload one in the sidebar to begin.")
         return None
     if source is None:
@@ -566,31 +656,57 @@ def sidebar() -> Run | None:
     config = _choose_config(source, base_config)
     with_pooler = bool(base is not None and getattr(getattr(base, "vit", base), "pooler", None) is not None)
     _config_metrics(config, with_pooler, config.num_labels if (base is None or hasattr(base, "classifier")) else 0)
-    try:
-        check_token_budget(config)
-    except ValueError as exc:
-        st.error(str(exc))
-        return None
 
-    name, data = image
-    digest = image_digest(data)
-    config_json = _config_json(config)
-    try:
-        model = _model(source, config_json)
-        core = _core_trace(digest, source, config_json, data)
-    except InvalidImageError as exc:
-        st.error(f"This picture cannot be used: {exc}")
+    state = st.session_state
+    digest = image_digest(picture.data)
+    good = state.get("_last_good_config", {})
+    attempts = [config] + [c for c in (_config_from_json(good.get(source)), base_config) if c is not None]
+    problem, model, core = None, None, None
+    for attempt in attempts:
+        try:
+            check_token_budget(attempt)
+            config_json = _config_json(attempt)
+            model = _model(source, config_json)
+            core = _core_trace(digest, source, config_json, picture.data)
+            break
+        except InvalidImageError as exc:
+            st.error(f"**{picture.description}** cannot be used: {exc}", icon=":material/broken_image:")
+            return None
+        except (ValueError, RuntimeError) as exc:  # over a limit, or an impossible resample
+            problem = problem or str(exc)
+    if core is None:
+        st.error(f"**These architecture settings cannot run.** {problem}", icon=":material/block:")
         return None
-    except (ValueError, RuntimeError) as exc:  # e.g. an impossible resample
-        st.error(f"This combination cannot run: {exc}")
-        return None
+    if problem is not None:
+        shown = model.config
+        st.error(
+            f"**These architecture settings cannot run.** {problem}\n\n"
+            f"Until you change them in the sidebar, this page shows the last settings that ran: image "
+            f"{shown.image_size} px, patch {shown.patch_size} px, {_count(shown.num_hidden_layers, 'layer')} x "
+            f"{_count(shown.num_attention_heads, 'head')}.", icon=":material/block:")
+    else:
+        good[source] = config_json
+        state["_last_good_config"] = good
     spec = getattr(model, "preprocess_spec", None)
     mean = spec.image_mean if spec is not None else (0.5, 0.5, 0.5)
     std = spec.image_std if spec is not None else (0.5, 0.5, 0.5)
-    picture = display_image(core["pixel_values"], mean, std)
-    st.sidebar.image(picture, caption=f"{name}, as the model sees it ({config.image_size} x {config.image_size})")
-    return Run(image_name=name, digest=digest, source=source, model=model, config=model.config,
-               trained=source != RANDOM, core=core, image=picture)
+    image = display_image(core["pixel_values"], mean, std)
+    size = model.config.image_size
+    slot.image(image, width=min(size * 4, 200) if size < 50 else 200,
+               caption=f"{picture.name}, as the model sees it ({size} x {size}) · "
+                       + ("your upload" if picture.origin == "upload" else "sample picture"))
+    if picture.note:
+        slot.caption(picture.note)
+    return Run(image_name=picture.name, digest=digest, source=source, model=model, config=model.config,
+               trained=source != RANDOM, core=core, image=image, image_origin=picture.origin)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _config_from_json(config_json: str | None) -> ViTConfig | None:
+    return ViTConfig.from_dict(json.loads(config_json)) if config_json else None
 
 
 # ---------------------------------------------------------------------------------- page parts

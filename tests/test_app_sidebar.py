@@ -1,0 +1,156 @@
+"""The sidebar tells the truth about the picture in use, and problems are said on the page (AppTest).
+
+A student uploads a photo, walks to another page, picks a sample, goes back to the upload, removes
+it; a bad upload, an animated GIF and architecture settings over the memory limit each get a
+message on the page itself, and the page keeps its content.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from app_helpers import APP
+from vit_explain import ui
+
+SMALL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_size": 64, "image_size": 64, "patch_size": 16}
+
+
+def png(seed: int, size: int = 80) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 255, size=(size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def session(**arch) -> AppTest:
+    """Random weights at a small architecture, seeded so the first run never builds ViT-B/16."""
+    at = AppTest.from_file(APP, default_timeout=240)
+    at.session_state["w:model_choice"] = "random"
+    at.session_state["_config_source"] = "random"
+    for key, value in {**SMALL, **arch}.items():
+        at.session_state[key] = at.session_state[f"w:{key}"] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def picture_box(at: AppTest):
+    return at.sidebar.selectbox(key="w:sample")
+
+
+def caption(at: AppTest) -> str:
+    images = at.sidebar.get("image")
+    assert images, "the sidebar shows the picture in use"
+    return images[0].proto.imgs[0].caption
+
+
+def in_use(at: AppTest) -> str:
+    """What the sidebar's picture list shows as chosen (its label, as the user reads it)."""
+    box = picture_box(at)
+    return box.format_func(box.value)
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_the_sidebar_says_which_picture_is_in_use_across_pages_and_switches_both_ways():
+    at = session()
+    first_sample = picture_box(at).value
+    assert first_sample in ui.sample_names() and caption(at).endswith("sample picture")
+
+    ok(at.sidebar.file_uploader[0].upload("flower.png", png(1), "image/png").run())
+    assert at.session_state["image"][0] == "flower.png"
+    assert in_use(at) == "Your upload: flower.png"
+    assert caption(at).startswith("flower.png, as the model sees it") and caption(at).endswith("your upload")
+
+    for page in ("pages/attention.py", "pages/overview.py", "pages/layers.py"):
+        ok(at.switch_page(page).run())
+        # a page switch draws an empty upload box, but the sidebar still names the upload as the picture in use
+        assert in_use(at) == "Your upload: flower.png", page
+        assert caption(at).startswith("flower.png, as the model sees it"), page
+        assert at.session_state["image"][0] == "flower.png", page
+
+    # choosing a sample switches to it at once, even the one that was listed before the upload
+    ok(picture_box(at).set_value(first_sample).run())
+    assert at.session_state["image"][0] == first_sample
+    assert caption(at).startswith(f"{first_sample}, as the model sees it")
+    other = next(n for n in ui.sample_names() if n != first_sample)
+    ok(picture_box(at).set_value(other).run())
+    assert at.session_state["image"][0] == other
+    ok(at.run())  # a plain rerun changes nothing
+    assert in_use(at) == other
+    ok(at.switch_page("pages/mlp.py").run())
+    assert in_use(at) == other and caption(at).startswith(f"{other}, as the model sees it")
+
+    # the upload stays in the list until it is removed: choosing it again switches back
+    assert "Your upload: flower.png" in picture_box(at).options
+    ok(picture_box(at).set_value(ui.UPLOAD).run())
+    assert at.session_state["image"][0] == "flower.png"
+
+
+def test_removing_the_upload_goes_back_to_the_sample_in_use_before():
+    at = session()
+    ok(picture_box(at).set_value("coffee.jpg").run())
+    ok(at.sidebar.file_uploader[0].upload("flower.png", png(2), "image/png").run())
+    assert at.session_state["image"][0] == "flower.png"
+    ok(at.sidebar.file_uploader[0].clear().run())
+    assert at.session_state["image"][0] == "coffee.jpg"
+    assert in_use(at) == "coffee.jpg" and caption(at).startswith("coffee.jpg, as the model sees it")
+    assert not any(o.startswith("Your upload") for o in picture_box(at).options)
+
+
+def test_a_rejected_upload_is_said_on_the_page_with_the_picture_shown_instead():
+    at = session()
+    ok(at.sidebar.file_uploader[0].upload("flower.png", png(3), "image/png").run())
+    ok(at.sidebar.file_uploader[0].upload("notes.pdf", b"%PDF-1.4 not a picture", "application/pdf").run())
+    page_errors = [e.value for e in at.main.error]
+    assert len(page_errors) == 1, page_errors
+    assert "notes.pdf" in page_errors[0] and "could not be used" in page_errors[0]
+    assert "flower.png (your upload)" in page_errors[0]  # which picture the page shows instead
+    assert any("notes.pdf" in e.value for e in at.sidebar.error)
+    assert at.title and caption(at).startswith("flower.png")  # the page itself is still there
+    # on the next page the sidebar keeps the note, the page does not repeat it
+    ok(at.switch_page("pages/attention.py").run())
+    assert not at.main.error and any("notes.pdf" in e.value for e in at.sidebar.error)
+    # choosing a picture clears it
+    ok(picture_box(at).set_value("coffee.jpg").run())
+    assert not at.sidebar.error
+
+
+def test_an_animated_upload_says_which_frame_is_used():
+    at = session()
+    ok(at.sidebar.file_uploader[0].upload("spinner.gif", animated_gif(), "image/gif").run())
+    notes = [i.value for i in at.main.info]
+    assert any("spinner.gif" in n and "3 frames" in n and "first frame" in n for n in notes), notes
+    assert any("first frame" in c.value for c in at.sidebar.caption)
+    # the picture the model sees is the first frame (red)
+    red = at.session_state["image"]
+    assert red[0] == "spinner.gif"
+
+
+def test_architecture_over_the_limit_keeps_the_page_and_says_reason_and_fix():
+    at = session(num_layers=1, num_heads=1)
+    ok(at.sidebar.select_slider(key="w:patch_size").set_value(2).run())  # 1025 tokens, 1 layer x 1 head: fine
+    assert not at.error
+    ok(at.sidebar.select_slider(key="w:num_heads").set_value(32).run())
+    ok(at.sidebar.select_slider(key="w:num_layers").set_value(2).run())  # 2 x 32 maps of 1025^2: over the limit
+    errors = [e.value for e in at.main.error]
+    assert len(errors) == 1, errors
+    assert "cannot run" in errors[0] and "fewer layers (at most 1 here)" in errors[0]  # reason and fix
+    assert "last settings that ran" in errors[0] and "1 layer x 32 heads" in errors[0]
+    assert at.title and at.get("plotly_chart")  # the rest of the page is still there
+    ok(at.sidebar.select_slider(key="w:num_layers").set_value(1).run())
+    assert not at.error and at.title

@@ -15,9 +15,11 @@ Variants, run interleaved round after round on the same weights so background lo
               every time) or dropped at once (the allocator hands the same warm buffer back)
 
 Budgets (DESIGN.md; judged on the fastest of the rounds, the estimate a shared machine disturbs
-least; medians printed beside): traced / eager <= 1.00, traced / untraced <= 1.10. Both are
-printed for the every-tap trace and for the app's trace. ``keep - drop`` estimates what keeping the
-extra tensors costs by itself on this machine: transformers keeps about as much as traced_app.
+least; medians printed beside): the trace the app runs / transformers eager <= 1.00, and the
+every-tap trace / transformers eager <= 1.15 (it keeps about 6x the memory of transformers' outputs,
+and writing that much fresh memory costs a few per cent by itself). The ratios to our untraced
+forward are printed too, for information. ``keep - drop`` estimates what keeping the extra tensors
+costs by itself on this machine: transformers keeps about as much as traced_app.
 """
 
 from __future__ import annotations
@@ -154,7 +156,10 @@ def ratios(times: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
     return out
 
 
-BUDGETS = {"traced/eager": 1.00, "traced/untraced": 1.10, "traced_app/eager": 1.00, "traced_app/untraced": 1.10}
+#: DESIGN.md's forward-pass budgets: the app's trace <= 1.00x transformers eager (attentions + hidden
+#: states), the every-tap trace <= 1.15x. The ratios to our untraced forward are information only.
+BUDGETS = {"traced_app/eager": 1.00, "traced/eager": 1.15}
+INFO = ("traced_app/untraced", "traced/untraced")
 
 
 def report(times: dict[str, list[float]], kept: dict[str, int], setting: str) -> dict[str, tuple[float, float]]:
@@ -167,10 +172,15 @@ def report(times: dict[str, list[float]], kept: dict[str, int], setting: str) ->
         size = f"{kept[name] / 2**20:6.0f}MB" if name in kept else ""
         print(f"  {LABELS[name]:76s} {best[name] * 1000:7.1f}ms {med[name] * 1000:7.1f}ms {size:>8s}")
     result = ratios(times)
+    names = {"traced_app/eager": "the app's trace / transformers eager", "traced/eager": "every-tap trace / transformers eager",
+             "traced_app/untraced": "the app's trace / our untraced", "traced/untraced": "every-tap trace / our untraced"}
     for key, limit in BUDGETS.items():
         fastest, median = result[key]
         verdict = "OK" if fastest <= limit else "OVER"
-        print(f"{key:22s} {fastest:.3f} (medians {median:.3f})  budget <= {limit:.2f}  {verdict}")
+        print(f"{names[key]:40s} {fastest:.3f} (medians {median:.3f})  budget <= {limit:.2f}  {verdict}")
+    for key in INFO:
+        fastest, median = result[key]
+        print(f"{names[key]:40s} {fastest:.3f} (medians {median:.3f})  (information)")
     fastest, median = result["estimate/eager"]
     print(f"keeping the every-tap trace's extra {kept['keep'] / 2**20:.0f} MB costs {(best['keep'] - best['drop']) * 1000:.1f} ms "
           f"alone (probe); transformers + that = {fastest:.3f} x transformers (medians {median:.3f})")

@@ -1,145 +1,67 @@
-"""Load test: many students on one server, each with their own picture and settings.
+"""Load test: a class of simulated students on one server (or on replicas behind nginx).
 
-    python benchmarks/load_test.py                 # 20 concurrent sessions
-    python benchmarks/load_test.py --quick         # 3 sessions, a smoke test
-    python benchmarks/load_test.py --sessions 30 --pages attention,mlp,prediction
+    python benchmarks/load_test.py --students 30 --think 5 --duration 120 --json load.json
+    python benchmarks/load_test.py --students 30,40,50,60 --think 5 --duration 120    # find the knee
+    python benchmarks/load_test.py --students 10 --model random-b16 --duration 120    # ViT-B/16 weights
+    python benchmarks/load_test.py --students 12 --through-nginx 3 --duration 60      # scale-out, affinity
 
-What it does, on the loopback interface only, bounded in sessions and time, and cleaning up after
-itself:
+What it measures, and how:
 
-1. starts the app (``streamlit run app.py`` on a free port, the repository's config.toml) and a
-   thread that samples the resident memory of the server process and its children from /proc;
-2. gives every session its own picture (the sample photos, then synthetic shapes from
-   ``vit_explain.synthetic.sample``) and its own patch size;
-3. runs every session ALONE first (the reference), recording what it sees: the sidebar caption
-   "<name>, as the model sees it", a hash of the picture the sidebar shows, the overview's top-5
-   prediction and the chart titles of every page;
-4. runs all sessions AT ONCE (one Chromium, one browser context per session): open the app, choose
-   the model, set the patch size, upload the picture, visit three stage pages, return to the
-   overview; every step waits until the page is ready and records how long that took;
-5. reports p50/p95 page-ready latency, errors, peak server memory and CPU, and checks isolation:
-   every session must see exactly what it saw alone (never another session's picture or numbers).
+* The students are Locust users (``locustfile.py``) that speak Streamlit's own protocol (websocket
+  ``/_stcore/stream`` with the ``BackMsg``/``ForwardMsg`` protobufs of the installed streamlit,
+  uploads through ``/_stcore/upload_file``; ``st_client.py``), so a student costs the client side a few
+  milliseconds per interaction, not a browser. What a student does: ``students.py``.
+* The server runs on its own cores (``--server-cores``, default core 0, with ``taskset``); this
+  process, its students and the browsers run on the others (``--client-cores``). The CPU time of
+  both sides is reported, from /proc.
+* Latency of an interaction: from the message sent (the rerun request, or the upload's first
+  message) to the ``script_finished`` message of that run. p50/p95/p99 over every interaction
+  of the concurrent run.
+* Isolation: every student first runs alone (two rounds, no think time: its reference). Under load,
+  each interaction's fingerprint (everything the run put on screen) must equal the same step's
+  fingerprint alone. Any difference is a mismatch.
+* Errors: an exception or error box on a page, a step that timed out, a refused upload, a media file
+  that did not load, a traceback in the server's log.
+* ``--browsers K`` (default 1) real Chromium sessions (``browser_session.py``) run in the same
+  window on the client cores and report page-ready latency end to end.
+* ``--through-nginx R``: R replicas behind Debian's nginx (``/usr/sbin/nginx``), configured by the
+  deployment's own template ``deploy/nginx/vit-explain.conf.template``; every student must stay on
+  one replica: all its HTTP answers (page, upload, media) name one upstream (``X-Upstream``), and its
+  Streamlit session id is known to that replica only (each replica logs the sessions it ran).
 
-Page-ready means: the script run finished (``data-test-script-state="notRunning"`` on the app
-root), no "Running" status widget and no spinner, the expected content is on screen (the page
-title, this session's image caption, the token count of its patch size), every Plotly chart has
-been drawn, and the page's element count has been stable for 400 ms (polled every 200 ms) (the time reported is the
-start of that stable window). An error is any ``stException`` element, a step that timed out, a
-traceback in the server log or an isolation mismatch.
-
-Model: ``--model auto`` uses the bundled model if ``assets/models/shapes`` exists; otherwise a small
-random-weight checkpoint of the same shape, saved to a temporary folder and loaded through the
-sidebar's "checkpoint folder" option. ``--model random-b16`` runs random ViT-B/16 weights (the
-heaviest case; every patch size is a different 86M-parameter model).
+The server is ``streamlit run app.py`` wrapped to log every script run (start, end, thread CPU,
+session) and every accepted upload: see ``serve_timed`` below. Everything runs on 127.0.0.1 and stops
+by itself: a run is bounded by ``--duration`` plus ``--timeout``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import itertools
 import json
 import os
-import random
 import re
+import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
-READY_BUDGET_S = 10.0  # p95 budget from the issue
-STEP_TIMEOUT_S = 180.0
-LOCAL_OPTION = "A checkpoint folder on this computer"
-
-# ---------------------------------------------------------------------------------- in the page
-# Resolves (to the start of the stable window, ms since the epoch) once the page is ready; see the
-# module docstring. ``want`` holds the content to expect: path, title (or notTitle), name, suffix,
-# tokens, and charts (how many Plotly charts the same step drew in the session's single-user run).
-READY_JS = r"""
-(want) => {
-  const no = () => { window.__vxN = -1; return false; };
-  const app = document.querySelector('[data-testid="stApp"]');
-  if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return no();
-  const status = document.querySelector('[data-testid="stStatusWidget"]');
-  if (status && /running|connecting/i.test(status.innerText)) return no();
-  if (document.querySelector('[data-testid="stSpinner"], [data-stale="true"]')) return no();
-  if (want.path !== undefined && !location.pathname.replace(/\/$/, '').endsWith(want.path)) return no();
-  const h1 = document.querySelector('[data-testid="stMain"] h1');
-  if (!h1) return no();
-  if (want.title && !h1.textContent.includes(want.title)) return no();
-  if (want.notTitle && h1.textContent.includes(want.notTitle)) return no();
-  const caption = [...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stImageCaption"]')]
-      .map(e => e.innerText).join(' | ');
-  if (want.name && !caption.includes(want.name + ', as the model sees it')) return no();
-  if (want.suffix && !caption.includes(want.suffix)) return no();
-  if (want.tokens) {
-    const m = [...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stMetric"]')]
-        .map(e => e.innerText.split('\n').filter(Boolean)).find(p => p[0] === 'Tokens');
-    if (!m || m[m.length - 1].replace(/,/g, '') !== String(want.tokens)) return no();
-  }
-  const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]');
-  if (want.charts && charts.length < want.charts) return no();
-  for (const c of charts)
-    if (!c.querySelector('.main-svg')) return no();
-  const n = document.querySelectorAll('[data-testid]').length;
-  const now = Date.now();
-  if (window.__vxN !== n) { window.__vxN = n; window.__vxSince = now; return false; }
-  return now - window.__vxSince >= 400 ? window.__vxSince : false;
-}
-"""
-
-# Installed in every page before Streamlit loads: records each change of the script-run state, so
-# the moment the server finished ("notRunning") can be told apart from the moment the page was drawn.
-STATE_LOG_JS = r"""
-window.__vxStates = [];
-new MutationObserver(ms => { for (const m of ms) window.__vxStates.push([Date.now(), m.target.getAttribute('data-test-script-state')]); })
-  .observe(document, {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
-"""
-
-# What a session sees on the current page (compared with its own single-user run).
-SEEN_JS = r"""
-async () => {
-  const sidebar = document.querySelector('[data-testid="stSidebar"]');
-  const caption = [...sidebar.querySelectorAll('[data-testid="stImageCaption"]')].map(e => e.innerText).join(' | ');
-  let picture = null;
-  const img = sidebar.querySelector('[data-testid="stImage"] img');
-  if (img) {
-    const bytes = await (await fetch(img.src)).arrayBuffer();
-    const digest = await crypto.subtle.digest('SHA-256', bytes);
-    picture = [...new Uint8Array(digest)].map(b => b.toString(16).padStart(2, '0')).join('');
-  }
-  const titles = [...document.querySelectorAll('[data-testid="stPlotlyChart"] .gtitle')].map(t => t.textContent);
-  let prediction = null;
-  for (const c of document.querySelectorAll('[data-testid="stPlotlyChart"]')) {
-    const t = c.querySelector('.gtitle');
-    if (!t || !/prediction/i.test(t.textContent)) continue;
-    const gd = c.querySelector('.js-plotly-plot');
-    if (gd && gd._fullData) prediction = gd._fullData.map(tr => [
-      Array.from(tr.y || []).map(v => typeof v === 'number' ? v.toFixed(4) : String(v)),
-      Array.from(tr.x || []).map(v => typeof v === 'number' ? v.toFixed(4) : String(v))]);
-    break;
-  }
-  const exceptions = [...document.querySelectorAll('[data-testid="stException"]')].map(e => e.innerText.slice(0, 300));
-  const errors = [...document.querySelectorAll('[data-testid="stAlertContentError"]')].map(e => e.innerText.slice(0, 300));
-  const h1 = (document.querySelector('[data-testid="stMain"] h1') || {textContent: ''}).textContent;
-  const charts = document.querySelectorAll('[data-testid="stPlotlyChart"]').length;
-  return {caption, picture, titles, prediction, exceptions, errors, h1, charts};
-}
-"""
+NGINX = "/usr/sbin/nginx"
+TEMPLATE = ROOT / "deploy" / "nginx" / "vit-explain.conf.template"
+P95_BUDGET_S = 2.0  # the classroom budget of DESIGN.md (default model); ViT-B/16: 3 s
 
 
-# ---------------------------------------------------------------------------------- the server
+# ---------------------------------------------------------------------------------- /proc
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -182,45 +104,44 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
-def cpu_seconds(pids: list[int]) -> float:
+def cpu_seconds(pids: list[int], children: bool = False) -> float:
+    """User + system CPU seconds of these processes (and, with ``children``, of their waited-for children)."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for p in pids:
         try:
             with open(f"/proc/{p}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += (int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if children else 0)) / tick
         except (OSError, IndexError, ValueError):
             pass
     return total
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine spent busy (all cores, every process), from /proc/stat.
-
-    The browser's own figure misses the renderer processes that exited when their context closed;
-    this one misses nothing, so it tells whether the cores were saturated.
-    """
-    with open("/proc/stat") as fh:
-        fields = [int(v) for v in fh.readline().split()[1:]]
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+def parse_cores(text: str) -> set[int]:
+    cores = set()
+    for part in text.split(","):
+        if "-" in part:
+            low, high = part.split("-")
+            cores.update(range(int(low), int(high) + 1))
+        elif part.strip():
+            cores.add(int(part))
+    return cores
 
 
 class MemorySampler(threading.Thread):
-    """Samples the RSS of a process tree every ``interval`` seconds until stopped."""
+    """Samples the RSS of each process tree every ``interval`` seconds: the peak of each."""
 
-    def __init__(self, pid: int, interval: float = 0.25):
+    def __init__(self, pids: list[int], interval: float = 0.25):
         super().__init__(daemon=True)
-        self.pid, self.interval = pid, interval
-        self.peak, self.samples = 0, []
+        self.pids, self.interval = pids, interval
+        self.peaks = [0] * len(pids)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            rss = rss_bytes(process_tree(self.pid))
-            self.samples.append((time.time(), rss))
-            self.peak = max(self.peak, rss)
+            for i, pid in enumerate(self.pids):
+                self.peaks[i] = max(self.peaks[i], rss_bytes(process_tree(pid)))
             self._stop_event.wait(self.interval)
 
     def stop(self) -> None:
@@ -228,41 +149,45 @@ class MemorySampler(threading.Thread):
         self.join(timeout=5)
 
 
-class Server:
-    """``streamlit run app.py`` on a free loopback port, in its own process group."""
+# ---------------------------------------------------------------------------------- servers
+class Replica:
+    """``streamlit run app.py`` (wrapped by serve_timed) on a free loopback port, pinned to ``cores``."""
 
-    def __init__(self, log_path: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, folder: Path, number: int, cores: set[int], extra_env: dict[str, str] | None = None):
+        self.number = number
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
+        self.log_path = folder / f"replica{number}.log"
+        self.runs_path = folder / f"replica{number}.runs.jsonl"
+        self.runs_path.write_text("")
         env = dict(os.environ, **(extra_env or {}))
         env.setdefault("HF_HUB_OFFLINE", "1")
-        self._log = open(log_path, "w")
-        self.timing_path = log_path.with_suffix(".runs.jsonl")
-        self.timing_path.write_text("")
-        env["VIT_LOAD_TIMING"] = str(self.timing_path)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--serve-timed", "run", "app.py", "--server.port",
-             str(self.port), "--server.headless", "true", "--server.address", "127.0.0.1"],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+        env.update(VIT_LOAD_TIMING=str(self.runs_path), VIT_LOAD_REPLICA=str(number))
+        self._log = open(self.log_path, "w")
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve-timed", "run", "app.py",
+                   "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
+                   "--server.fileWatcherType", "none"]
+        if cores and shutil.which("taskset"):
+            command = ["taskset", "-c", ",".join(map(str, sorted(cores)))] + command
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
 
-    def wait_healthy(self, timeout: float = 120.0) -> None:
+    def wait_healthy(self, timeout: float = 180.0) -> None:
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited early; see {self.log_path}")
+                raise RuntimeError(f"replica {self.number} exited early; see {self.log_path}")
             try:
                 with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
                     if r.read().strip() == b"ok":
                         return
             except OSError:
                 time.sleep(0.3)
-        raise RuntimeError(f"the server did not become healthy in {timeout:.0f} s")
+        raise RuntimeError(f"replica {self.number} did not become healthy in {timeout:.0f} s")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # our own process group only
+            os.killpg(self.proc.pid, signal.SIGTERM)  # its own process group only
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -270,20 +195,17 @@ class Server:
                 self.proc.wait(timeout=5)
         self._log.close()
 
-    def script_runs(self, since: float = 0.0) -> list[dict]:
-        """Every script run the server timed (see serve_timed) that started after ``since``."""
-        runs = []
-        for line in self.timing_path.read_text().splitlines():
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.runs_path.read_text().splitlines():
             try:
-                run = json.loads(line)
+                out.append(json.loads(line))
             except json.JSONDecodeError:
-                continue
-            if run["start"] >= since:
-                runs.append(run)
-        return runs
+                pass
+        return out
 
     def tracebacks(self) -> list[str]:
-        """The final error line of every traceback in the server log (plain or rich-formatted)."""
+        """The last line of every traceback in the replica's log."""
         text = re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
         found = []
         for match in re.finditer(r"Traceback \(most recent call last\)", text):
@@ -293,231 +215,83 @@ class Server:
         return found
 
 
-# ---------------------------------------------------------------------------------- sessions
-@dataclass
-class Spec:
-    index: int
-    image_name: str
-    image_path: Path
-    patch_size: int
-    image_size: int
-
-    @property
-    def tokens(self) -> int:
-        return (self.image_size // self.patch_size) ** 2 + 1
+def render_template(template: str, values: dict[str, str]) -> str:
+    """envsubst for the named variables only (nginx's own $variables stay as they are)."""
+    for name, value in values.items():
+        template = template.replace("${" + name + "}", value)
+    left = re.findall(r"\$\{[A-Z_]+\}", template)
+    if left:
+        raise ValueError(f"unfilled variables in {TEMPLATE.name}: {left}")
+    return template
 
 
-@dataclass
-class Result:
-    spec: Spec
-    latencies: dict[str, float] = field(default_factory=dict)  # step -> seconds
-    seen: dict[str, dict] = field(default_factory=dict)  # page -> what it showed
-    errors: list[str] = field(default_factory=list)
-    failed_in_a_row: int = 0
-    server_done: dict[str, float] = field(default_factory=dict)  # step -> seconds until the run finished
-    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)  # step -> (server, browser) CPU s
+class Nginx:
+    """Debian's nginx as a plain foreground process, with the deployment's template, on a free port."""
+
+    def __init__(self, folder: Path, upstreams: list[str], cores: set[int]):
+        self.folder = folder / "nginx"
+        self.folder.mkdir()
+        os.chmod(folder, 0o755)  # the workers (user nobody) walk into it
+        os.chmod(self.folder, 0o755)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        site = render_template(TEMPLATE.read_text(), {
+            "NGINX_PORT": f"127.0.0.1:{self.port}",
+            "VIT_UPSTREAM_SERVERS": " ".join(f"server {u};" for u in upstreams),
+        })
+        (self.folder / "vit-explain.conf").write_text(site)
+        f = self.folder
+        # The top level that the nginx image (or Debian's /etc/nginx/nginx.conf) provides around a site file.
+        (f / "nginx.conf").write_text(f"""
+worker_processes 1;
+pid {f}/nginx.pid;
+error_log {f}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log {f}/access.log;
+    client_body_temp_path {f}/client_body;
+    proxy_temp_path {f}/proxy;
+    fastcgi_temp_path {f}/fastcgi;
+    uwsgi_temp_path {f}/uwsgi;
+    scgi_temp_path {f}/scgi;
+    include {f}/vit-explain.conf;
+}}
+""")
+        command = [NGINX, "-p", str(f), "-c", str(f / "nginx.conf"), "-g", "daemon off;"]
+        check = subprocess.run(command[:-2] + ["-t"], capture_output=True, text=True)
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx -t failed: {check.stderr.strip()}")
+        if cores and shutil.which("taskset"):
+            command = ["taskset", "-c", ",".join(map(str, sorted(cores)))] + command
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=open(f / "stderr.log", "w"),
+                                     start_new_session=True)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+        raise RuntimeError(f"nginx did not start: {(f / 'stderr.log').read_text()[-500:]} {(f / 'error.log').read_text()[-500:] if (f / 'error.log').exists() else ''}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def errors(self) -> list[str]:
+        log = self.folder / "error.log"
+        if not log.exists():
+            return []
+        return [line for line in log.read_text(errors="replace").splitlines() if "[error]" in line or "[crit]" in line]
 
 
-def make_inputs(n: int, folder: Path, image_size: int, patch_sizes: list[int]) -> list[Spec]:
-    """One picture and one patch size per session: the sample photos first, then synthetic shapes."""
-    from PIL import Image
-
-    from vit_explain.synthetic import sample
-
-    samples = sorted(p for p in (ROOT / "assets" / "samples").iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    specs = []
-    for i in range(n):
-        if i < len(samples):
-            name = f"s{i:02d}-{samples[i].name}"
-            path = folder / name
-            path.write_bytes(samples[i].read_bytes())
-        else:
-            images, _, _ = sample(1, 9000 + i, image_size=160)
-            name = f"s{i:02d}-shapes.png"
-            path = folder / name
-            Image.fromarray(images[0]).save(path)
-        specs.append(Spec(i, name, path, patch_sizes[i % len(patch_sizes)], image_size))
-    return specs
-
-
-async def wait_ready(page, want: dict, timeout: float | None = None) -> float:
-    """Wait until the page is ready (see READY_JS); return that moment as epoch seconds."""
-    await page.evaluate("() => { window.__vxN = -1; }")
-    timeout = STEP_TIMEOUT_S if timeout is None else timeout
-    handle = await page.wait_for_function(READY_JS, arg=want, polling=200, timeout=timeout * 1000)
-    return float(await handle.json_value()) / 1000.0
-
-
-VERBOSE = False
-SHOTS: Path | None = None  # screenshots of failed steps go here (--shots)
-LOAD_BEFORE = "?"
-METER = None  # during the one-at-a-time runs: () -> (server CPU s, browser CPU s)
-
-
-async def step(result: Result, name: str, page, action, want: dict) -> None:
-    cpu_before = METER() if METER else None
-    start = time.time()
-    try:
-        await action()
-        acted = time.time()
-        ready = await wait_ready(page, want)
-        result.latencies[name] = max(0.0, ready - start)
-        states = await page.evaluate("() => window.__vxStates || []")
-        done = [t / 1000.0 for t, state in states if state == "notRunning" and start * 1000 <= t <= ready * 1000 + 1]
-        if done:
-            result.server_done[name] = done[-1] - start
-        if cpu_before is not None:
-            after = METER()
-            result.cpu[name] = (after[0] - cpu_before[0], after[1] - cpu_before[1])
-    except Exception as exc:  # a timeout or a broken page: an error, the session goes on
-        result.errors.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-        result.failed_in_a_row += 1
-        try:  # what was on screen: alerts, and a screenshot for the report
-            alerts = await page.evaluate(
-                "() => [...document.querySelectorAll('[data-testid=\"stAlert\"], [data-testid=\"stException\"]')]"
-                ".map(e => e.innerText.slice(0, 200))")
-            if alerts:
-                result.errors[-1] += f" (on screen: {alerts})"
-            if SHOTS is not None:
-                SHOTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SHOTS / f"session{result.spec.index:02d}-{name.replace(' ', '_')}.png"))
-        except Exception:
-            pass
-        if VERBOSE:
-            print(f"    [{result.spec.index}] {name}: {result.errors[-1]}", flush=True)
-        if result.failed_in_a_row >= 2:
-            raise RuntimeError("two steps in a row failed; this session stops")
-        return
-    result.failed_in_a_row = 0
-    if VERBOSE:
-        print(f"    [{result.spec.index}] {name}: {result.latencies[name]:.2f} s (the action itself "
-              f"{acted - start:.2f} s)", flush=True)
-    seen = await page.evaluate(SEEN_JS)
-    result.seen[name] = seen
-    for text in seen["exceptions"]:
-        result.errors.append(f"{name}: exception on the page: {text!r}")
-
-
-async def set_select_slider(page, label: str, target: str) -> None:
-    """Move a sidebar select_slider to ``target`` with the keyboard (as a keyboard user would)."""
-    thumb = page.locator(f'[data-testid="stSidebar"] input[type="range"][aria-label="{label}"]')
-    await thumb.focus()
-    for _ in range(40):
-        now = await thumb.get_attribute("aria-valuetext")
-        if now == target:
-            return
-        values = [int(v) for v in re.findall(r"\d+", now or "")]
-        key = "ArrowRight" if values and int(target) > values[0] else "ArrowLeft"
-        await thumb.press(key)
-        await asyncio.sleep(0.05)
-    raise RuntimeError(f"could not move {label!r} to {target}")
-
-
-async def run_session(browser, base_url: str, spec: Spec, model: dict, pages: list[tuple[str, str]],
-                      titles: dict[str, str] | None, stagger: float, reference: Result | None = None) -> Result:
-    """One student: open, (choose the model), set the patch size, upload, visit pages, back to the overview."""
-    result = Result(spec)
-    alone = reference.seen if reference is not None else {}
-
-    def expect(step_name: str, want: dict) -> dict:
-        charts = alone.get(step_name, {}).get("charts")
-        return dict(want, charts=charts) if charts else want
-
-    await asyncio.sleep(stagger)
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
-    await context.add_init_script(STATE_LOG_JS)
-    page = await context.new_page()
-    page.set_default_timeout(STEP_TIMEOUT_S * 1000)
-    overview_title = (titles or {}).get("")
-    try:
-        await step(result, "open", page, lambda: page.goto(base_url + "/"), {"path": "", "title": overview_title})
-        if model.get("local_path"):
-            async def choose_local():
-                await page.locator('[data-testid="stSidebar"] input[role="combobox"][aria-label="Weights"]').click()
-                await page.get_by_role("option", name=LOCAL_OPTION).click()
-                field = page.locator('[data-testid="stSidebar"] [data-testid="stTextInput"] input')
-                await field.fill(model["local_path"])
-                await field.press("Enter")
-            await step(result, "model", page, choose_local,
-                       {"path": "", "suffix": f"({spec.image_size} x {spec.image_size})", "title": overview_title})
-        await step(result, "patch size", page,
-                   lambda: set_select_slider(page, "Patch size (pixels)", str(spec.patch_size)),
-                   {"path": "", "tokens": spec.tokens, "title": overview_title})
-        upload = page.locator('[data-testid="stSidebar"] [data-testid="stFileUploaderDropzoneInput"]')
-        await step(result, "upload", page, lambda: upload.set_input_files(str(spec.image_path)),
-                   expect("upload", {"path": "", "name": spec.image_name, "tokens": spec.tokens, "title": overview_title}))
-        previous = overview_title or result.seen.get("upload", {}).get("h1")
-        for slug, _ in pages + [("", "Overview")]:
-            link = page.locator(f'[data-testid="stSidebarNav"] a[href$="/{slug}"]').first
-            want = {"path": f"/{slug}" if slug else "", "name": spec.image_name, "tokens": spec.tokens}
-            if titles and slug in titles:
-                want["title"] = titles[slug]
-            elif previous:
-                want["notTitle"] = previous
-            await step(result, f"page {slug or 'overview'}", page, link.click, expect(f"page {slug or 'overview'}", want))
-            previous = result.seen.get(f"page {slug or 'overview'}", {}).get("h1", previous)
-    except Exception as exc:
-        result.errors.append(f"session: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-    finally:
-        await context.close()
-    return result
-
-
-def compare(reference: Result, concurrent: Result) -> list[str]:
-    """Differences between what a session saw alone and under load (isolation)."""
-    problems = []
-    for step_name, alone in reference.seen.items():
-        if not step_name.startswith(("page", "upload")):
-            continue
-        crowd = concurrent.seen.get(step_name)
-        if crowd is None:
-            continue  # that step failed: counted as an error already
-        for key in ("caption", "picture", "prediction", "titles"):
-            if alone.get(key) != crowd.get(key):
-                problems.append(f"{step_name}: {key} differs: alone {str(alone.get(key))[:120]!r}, "
-                                f"under load {str(crowd.get(key))[:120]!r}")
-        if reference.spec.image_name not in (crowd.get("caption") or ""):
-            problems.append(f"{step_name}: caption shows {crowd.get('caption')!r}")
-    return problems
-
-
-# ---------------------------------------------------------------------------------- main
-def choose_model(kind: str, tmp: Path) -> dict:
-    bundled = ROOT / "assets" / "models" / "shapes" / "config.json"
-    if kind == "auto":
-        kind = "bundled" if bundled.is_file() else "local-small"
-    if kind == "bundled":
-        if not bundled.is_file():
-            raise SystemExit("assets/models/shapes does not exist; use --model local-small or random-b16")
-        from vit_explain.weights import load_checkpoint
-
-        config = load_checkpoint(ROOT / "assets" / "models" / "shapes").config
-        return {"kind": "bundled", "image_size": config.image_size, "patch_size": config.patch_size}
-    if kind == "local-small":
-        from vit_explain import ViTForImageClassification
-        from vit_explain.train import default_config
-        from vit_explain.weights import save_checkpoint
-
-        config = default_config()
-        model = ViTForImageClassification(config)
-        model.init_weights(seed=0)
-        save_checkpoint(model.eval(), tmp / "small-random")
-        return {"kind": "local-small (random weights, the bundled model's shape)", "local_path": str(tmp / "small-random"),
-                "image_size": config.image_size, "patch_size": config.patch_size}
-    if kind == "random-b16":
-        return {"kind": "random ViT-B/16", "image_size": 224, "patch_size": 16}
-    raise SystemExit(f"unknown --model {kind}")
-
-
-def patch_choices(image_size: int, default: int) -> list[int]:
-    from vit_explain.pipeline import MAX_TOKENS
-
-    allowed = [p for p in range(2, image_size // 2 + 1) if image_size % p == 0 and (image_size // p) ** 2 + 1 <= MAX_TOKENS]
-    # the model's own patch size first, then its neighbours; skip the extreme 1025-token end
-    near = sorted(allowed, key=lambda p: (abs(allowed.index(p) - allowed.index(default)), -p))
-    return [p for p in near if (image_size // p) ** 2 + 1 <= 400][:4] or [default]
-
-
+# ---------------------------------------------------------------------------------- the students
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -527,266 +301,347 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def drive(args, server: Server, specs: list[Spec], model: dict, pages: list[tuple[str, str]]):
-    from playwright.async_api import async_playwright
+def references(url: str, students: list[int], base) -> tuple[dict, list[str]]:
+    """Every student alone, one after another, two rounds, no think time: step -> fingerprint."""
+    from students import Lesson, Settings
 
-    async with async_playwright() as pw:
-        executable = CHROMIUM
-        if args.nice_browser:  # every browser process at the lowest CPU priority: the server goes first
-            executable = str(Path(args.tmp) / "chromium-nice")
-            Path(executable).write_text(f'#!/bin/sh\nexec nice -n 19 {CHROMIUM} "$@"\n')
-            os.chmod(executable, 0o755)
-        browser = await pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+    prints, errors = {}, []
+    for index in students:
+        settings = Settings(model=base.model, patch_sizes=base.patch_sizes, pages=base.pages, think=0.0, rounds=2,
+                            timeout=base.timeout)
         try:
-            # 1. every session alone, one after another: the reference of what it must see
-            print(f"reference runs: {len(specs)} sessions, one at a time ...", flush=True)
-            references, titles = [], None
-            global METER
-
-            def meter() -> tuple[float, float]:
-                helpers = [p for p in process_tree(os.getpid()) if p != os.getpid()]
-                return cpu_seconds(process_tree(server.proc.pid)), cpu_seconds(helpers)
-
-            METER = meter
-            for spec in specs:
-                ref = await run_session(browser, server.url, spec, model, pages, titles, 0.0)
-                references.append(ref)
-                if titles is None and not ref.errors:
-                    titles = {"": ref.seen.get("open", {}).get("h1", "")}
-                    titles.update({slug: ref.seen.get(f"page {slug}", {}).get("h1", "") for slug, _ in pages})
-                    titles = {k: v for k, v in titles.items() if v}
-                print(f"  {spec.image_name:28s} patch {spec.patch_size:3d}: "
-                      f"{'ok' if not ref.errors else ref.errors}", flush=True)
-
-            METER = None
-            # 2. all sessions at once
-            print(f"concurrent run: {len(specs)} sessions at once ...", flush=True)
-            cpu_before = cpu_seconds(process_tree(server.proc.pid))
-            machine_before = machine_busy_seconds()
-            browser_pids = [p for p in process_tree(os.getpid()) if p != os.getpid()]
-            browser_cpu_before = cpu_seconds(browser_pids)
-            t0 = time.time()
-            args.concurrent_start = t0
-            rng = random.Random(0)
-            results = await asyncio.wait_for(
-                asyncio.gather(*(run_session(browser, server.url, s, model, pages, titles, rng.uniform(0, args.stagger), ref)
-                                 for s, ref in zip(specs, references))),
-                timeout=args.timeout,
-            )
-            wall = time.time() - t0
-            cpu = cpu_seconds(process_tree(server.proc.pid)) - cpu_before
-            browser_pids = [p for p in process_tree(os.getpid()) if p != os.getpid()]
-            browser_cpu = cpu_seconds(browser_pids) - browser_cpu_before
-            args.machine_busy = machine_busy_seconds() - machine_before
-
-            # 3. the 200 MB upload, refused by the browser before it reaches the server
-            limit_message = None
-            if args.upload_limit_check:
-                limit_message = await upload_limit_check(browser, server.url, Path(args.tmp), titles)
-        finally:
-            await browser.close()
-    return references, list(results), wall, cpu, browser_cpu, limit_message
+            Lesson(index, url, settings).run()
+        except Exception:
+            pass
+        for r in settings.records:
+            if r.error:
+                errors.append(f"student {index} alone: {r.error}")
+            else:
+                prints[(index, r.step)] = r.fingerprint
+    return prints, errors
 
 
-async def upload_limit_check(browser, base_url: str, tmp: Path, titles) -> str:
-    big = tmp / "holiday-200MB.jpg"
-    with open(big, "wb") as fh:  # sparse: no 200 MB written to disk
-        fh.truncate(200 * 1024 * 1024)
-    context = await browser.new_context()
-    page = await context.new_page()
+def load(url: str, n: int, args, base) -> tuple[object, float]:
+    """The class at once: ``n`` Locust users, arriving over a few seconds, until the duration is over."""
+    import gevent
+    from locust.env import Environment
+
+    import locustfile
+
+    locustfile._numbers = itertools.count()
+    settings = locustfile.SETTINGS
+    settings.__init__(model=base.model, patch_sizes=base.patch_sizes, pages=base.pages, think=args.think,
+                      timeout=args.timeout)
+    environment = Environment(user_classes=[locustfile.Student], host=url, events=locustfile.events)
+    runner = environment.create_local_runner()
+    ramp = min(10.0, max(1.0, args.duration / 6))
+    start = time.time()
+    settings.deadline = start + args.duration
+    runner.start(n, spawn_rate=max(1.0, n / ramp))
+    hard_stop = settings.deadline + args.timeout
+    gevent.sleep(1.0)
+    while time.time() < hard_stop:
+        gevent.sleep(0.5)
+        if time.time() > settings.deadline and runner.user_count == 0:
+            break
+    runner.quit()
+    return settings, time.time() - start
+
+
+# ---------------------------------------------------------------------------------- one level
+def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Nginx | None, prints: dict,
+              client_cores: set[int], folder: Path) -> dict:
+    """The concurrent run of ``n`` students, with its figures."""
+    from students import Settings
+
+    base = Settings(model=args.model, patch_sizes=args.patch_sizes, pages=args.pages, timeout=args.timeout)
+    replica_pids = [r.proc.pid for r in replicas]
+    server_pids = lambda: [p for pid in replica_pids for p in process_tree(pid)] + (  # noqa: E731
+        process_tree(nginx.proc.pid) if nginx else [])
+    sampler = MemorySampler(replica_pids)
+    sampler.start()
+    browser_proc, browser_json = None, folder / f"browsers-{n}.json"
+    if args.browsers > 0:
+        command = [sys.executable, str(HERE / "browser_session.py"), "--url", entry_url, "--browsers",
+                   str(args.browsers), "--duration", str(args.duration), "--think", str(args.think),
+                   "--model", args.model, "--pages", ",".join(args.pages), "--json", str(browser_json),
+                   "--timeout", str(args.timeout)]
+        if client_cores and shutil.which("taskset"):
+            command = ["taskset", "-c", ",".join(map(str, sorted(client_cores)))] + command
+        browser_proc = subprocess.Popen(["nice", "-n", "5"] + command, cwd=ROOT, start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=open(folder / f"browsers-{n}.log", "w"))
+    server_cpu0 = cpu_seconds(server_pids())
+    me = os.getpid()
+    client_cpu0 = cpu_seconds([me], children=True)  # children: the browsers, once waited for
+    events_before = [len(r.events()) for r in replicas]
+    t0 = time.time()
+    settings, wall = load(entry_url, n, args, base)
+    server_cpu = cpu_seconds(server_pids()) - server_cpu0
+    browsers = {"records": [], "errors": []}
+    if browser_proc is not None:
+        try:
+            browser_proc.wait(timeout=args.timeout + 60)
+        except subprocess.TimeoutExpired:
+            os.killpg(browser_proc.pid, signal.SIGKILL)
+            browser_proc.wait()
+        try:
+            browsers = json.loads(browser_json.read_text())
+        except (OSError, ValueError):
+            browsers = {"records": [], "errors": [f"the browser sessions wrote no report; see {folder}/browsers-{n}.log"]}
+    sampler.stop()
+    wall_all = time.time() - t0
+    client_cpu = cpu_seconds([me], children=True) - client_cpu0
+
+    records = settings.records
+    latencies = [r.seconds for r in records if not r.error]
+    errors = [f"student {r.student}: {r.error}" for r in records if r.error]
+    mismatches, unchecked = [], 0
+    for r in records:
+        if r.error:
+            continue
+        expected = prints.get((r.student, r.step))
+        if expected is None:
+            unchecked += 1
+        elif expected != r.fingerprint:
+            mismatches.append(f"student {r.student} step {r.step}: differs from the same step alone")
+    for i, replica in enumerate(replicas):
+        errors += [f"replica {replica.number} log: {tb}" for tb in replica.tracebacks()]
+    if nginx is not None:
+        errors += [f"nginx: {line[-200:]}" for line in nginx.errors()]
+    errors += browsers.get("errors", [])
+
+    # where each session lived: the replicas' own logs, and the upstream named in nginx's answers
+    affinity = None
+    if nginx is not None:
+        session_homes: dict[str, set[int]] = {}
+        for replica, before in zip(replicas, events_before):
+            for event in replica.events()[before:]:
+                session_homes.setdefault(event["session"], set()).add(replica.number)
+        port_of = {f"127.0.0.1:{r.port}": r.number for r in replicas}
+        moved, per_replica = [], {r.number: 0 for r in replicas}
+        for student, info in sorted(settings.sessions.items()):
+            homes = session_homes.get(info["session"], set())
+            named = {port_of.get(u, u) for u in info["upstreams"]}
+            sessions_used = {r.session for r in records if r.student == student and r.session}
+            if len(homes) != 1 or named != homes or len(sessions_used) > 1:
+                moved.append(f"student {student}: session {info['session'][:8]} ran on replicas {sorted(homes)}, "
+                             f"HTTP answers from {sorted(named)}, sessions {len(sessions_used)}")
+            for home in homes:
+                per_replica[home] += 1
+        affinity = {"students_checked": len(settings.sessions), "moved": moved, "students_per_replica": per_replica}
+
+    kinds = sorted({r.kind for r in records})
+    by_kind = {k: {"n": len(v), "p50": percentile(v, .5), "p95": percentile(v, .95), "p99": percentile(v, .99)}
+               for k in kinds if (v := [r.seconds for r in records if r.kind == k and not r.error])}
+    page_ready = [b["seconds"] for b in browsers.get("records", []) if b["step"].startswith("page")]
+    runs = [e for r, before in zip(replicas, events_before) for e in r.events()[before:] if e.get("kind") == "run"]
+    return {
+        "students": n, "interactions": len(latencies), "wall_s": wall,
+        "p50_s": percentile(latencies, .5), "p95_s": percentile(latencies, .95), "p99_s": percentile(latencies, .99),
+        "max_s": max(latencies) if latencies else float("nan"), "by_kind": by_kind,
+        "errors": errors, "isolation_mismatches": mismatches, "isolation_checked": len(latencies) - unchecked,
+        "isolation_unchecked": unchecked,
+        "server_cpu_s": server_cpu, "server_cores_used": server_cpu / wall, "client_cpu_s": client_cpu,
+        "client_cores_used": client_cpu / wall_all,
+        "server_peak_rss_mb": [p / 2**20 for p in sampler.peaks],
+        "script_runs": len(runs), "script_run_thread_cpu_p50_s": percentile([e["thread_cpu"] for e in runs], .5),
+        "browser_page_ready": {"n": len(page_ready), "p50_s": percentile(page_ready, .5),
+                               "p95_s": percentile(page_ready, .95), "max_s": max(page_ready) if page_ready else None,
+                               "steps": browsers.get("records", [])},
+        "affinity": affinity,
+    }
+
+
+# ---------------------------------------------------------------------------------- report
+def describe_model(args) -> str:
+    if args.model == "random-b16":
+        return "random weights, ViT-B/16 (224 px, patch 16, 12 layers x 12 heads, D 768)"
+    import logging
+
+    logging.getLogger("streamlit").setLevel(logging.ERROR)  # no "No runtime found" warnings from the import
+    from vit_explain.ui import BUNDLED_MODELS, MODELS_DIR
+
+    for name in BUNDLED_MODELS:
+        if (MODELS_DIR / name / "config.json").is_file():
+            return f"the app's default: bundled:{name} (assets/models/{name})"
+    return "the app's default: random weights (no bundled model found)"
+
+
+def print_level(level: dict, budget: float) -> None:
+    print(f"  {level['students']} students: {level['interactions']} interactions in {level['wall_s']:.0f} s; "
+          f"p50 {level['p50_s']:.2f} s, p95 {level['p95_s']:.2f} s, p99 {level['p99_s']:.2f} s, max {level['max_s']:.2f} s "
+          f"({'within' if level['p95_s'] <= budget else 'OVER'} the {budget:.0f} s p95 budget)")
+    for kind, v in level["by_kind"].items():
+        print(f"      {kind:8s} n {v['n']:4d}  p50 {v['p50']:6.2f}  p95 {v['p95']:6.2f}  p99 {v['p99']:6.2f} s")
+    print(f"    errors {len(level['errors'])}, isolation mismatches {len(level['isolation_mismatches'])} "
+          f"(of {level['isolation_checked']} interactions checked against the same student alone; "
+          f"{level['isolation_unchecked']} without a reference)")
+    for line in (level["errors"] + level["isolation_mismatches"])[:12]:
+        print("      ", line)
+    print(f"    server CPU {level['server_cpu_s']:.1f} s = {level['server_cores_used']:.2f} cores; clients (students "
+          f"+ browsers) CPU {level['client_cpu_s']:.1f} s = {level['client_cores_used']:.2f} cores; peak RSS per replica "
+          f"{', '.join(f'{m:.0f} MB' for m in level['server_peak_rss_mb'])}; {level['script_runs']} script runs, "
+          f"thread CPU p50 {level['script_run_thread_cpu_p50_s']:.3f} s")
+    b = level["browser_page_ready"]
+    if b["n"]:
+        print(f"    Chromium page ready (end to end, {b['n']} page visits): p50 {b['p50_s']:.2f} s, p95 {b['p95_s']:.2f} s")
+    if level["affinity"] is not None:
+        a = level["affinity"]
+        print(f"    affinity: {a['students_checked']} students checked, {len(a['moved'])} not on exactly one replica; "
+              f"students per replica {a['students_per_replica']}")
+        for line in a["moved"][:10]:
+            print("      ", line)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--students", default="30", help="how many students; a comma-separated list runs each in "
+                        "turn on the same server and reports the knee (the most with p95 within the budget)")
+    parser.add_argument("--think", type=float, default=5.0, help="mean think time between a student's actions (s)")
+    parser.add_argument("--duration", type=float, default=120.0, help="seconds of the concurrent run")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--model", default="default", choices=["default", "random-b16"],
+                        help="the app's default model, or random ViT-B/16 weights (every student picks them)")
+    parser.add_argument("--patch-sizes", default=None, choices=["vary", "fixed"],
+                        help="half the students move the patch size one step (default: vary; fixed for random-b16)")
+    parser.add_argument("--pages", default="attention,patching,mlp,layers,prediction,",
+                        help="URL slugs of the pages each round visits (an empty one is the overview)")
+    parser.add_argument("--browsers", type=int, default=1, help="real Chromium sessions in the same run")
+    parser.add_argument("--through-nginx", type=int, default=0, metavar="R",
+                        help="run R replicas behind nginx (deploy/nginx) and check each session stays on one")
+    parser.add_argument("--server-cores", default="0", help="cores for the server(s) (taskset -c)")
+    parser.add_argument("--client-cores", default=None, help="cores for the students and browsers (default: the others)")
+    parser.add_argument("--budget", type=float, default=None, help="p95 budget in s (default 2; 3 for random-b16)")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one interaction may take")
+    parser.add_argument("--no-reference", action="store_true", help="skip the single-user runs (no isolation check)")
+    parser.add_argument("--keep", type=Path, help="keep the servers' logs in this folder")
+    args = parser.parse_args()
+    levels = [int(v) for v in args.students.split(",") if v.strip()]
+    if not levels or min(levels) < 1 or max(levels) > 200:
+        raise SystemExit("--students: between 1 and 200 (this machine only)")
+    args.pages = [p.strip().strip("/") for p in args.pages.split(",")]
+    args.patch_sizes = args.patch_sizes or ("fixed" if args.model == "random-b16" else "vary")
+    budget = args.budget if args.budget is not None else (3.0 if args.model == "random-b16" else P95_BUDGET_S)
+    if args.through_nginx and not Path(NGINX).exists():
+        raise SystemExit(f"{NGINX} is missing (apt-get install nginx)")
+
+    every = set(range(os.cpu_count() or 1))
+    server_cores = parse_cores(args.server_cores) & every or every
+    client_cores = (parse_cores(args.client_cores) if args.client_cores else every - server_cores) & every or every
+    os.sched_setaffinity(0, client_cores)
+
+    def stop_on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    folder = Path(tempfile.mkdtemp(prefix="vit-load-")) if args.keep is None else args.keep
+    folder.mkdir(parents=True, exist_ok=True)
+    replicas, nginx, results = [], None, []
+    model = describe_model(args)
     try:
-        await page.goto(base_url + "/")
-        await wait_ready(page, {"path": "", "title": (titles or {}).get("")})
-        await page.locator('[data-testid="stSidebar"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(big))
-        box = page.locator('[data-testid="stSidebar"] [data-testid="stFileUploader"]')
-        await page.wait_for_function(
-            "() => /MB|too large|smaller/i.test(document.querySelector('[data-testid=\"stSidebar\"] "
-            "[data-testid=\"stFileUploader\"]').innerText.split('\\n').slice(2).join(' '))", timeout=60_000)
-        text = " ".join((await box.inner_text()).split())
-        caption = await page.evaluate("() => [...document.querySelectorAll('[data-testid=\"stSidebar\"] [data-testid=\"stImageCaption\"]')].map(e => e.innerText).join(' | ')")
-        return f"{text}  (the sidebar still shows: {caption})"
-    except Exception as exc:
-        return f"NOT CONFIRMED: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        count = max(1, args.through_nginx)
+        replicas = [Replica(folder, i + 1, server_cores) for i in range(count)]
+        for r in replicas:
+            r.wait_healthy()
+        entry = replicas[0].url
+        if args.through_nginx:
+            nginx = Nginx(folder, [f"127.0.0.1:{r.port}" for r in replicas], server_cores)
+            entry = nginx.url
+        print(f"vit-explain load test: model {model}; think {args.think:g} s; pages {args.pages}; "
+              f"{count} replica(s){' behind nginx' if nginx else ''} on core(s) {sorted(server_cores)}, students and "
+              f"{args.browsers} Chromium session(s) on core(s) {sorted(client_cores)}", flush=True)
+        prints, ref_errors = {}, []
+        if not args.no_reference:
+            t = time.time()
+            prints, ref_errors = references(entry, list(range(max(levels))), _base(args))
+            print(f"  single-user references: {max(levels)} students alone, {len(prints)} steps, "
+                  f"{len(ref_errors)} errors, {time.time() - t:.0f} s", flush=True)
+            for line in ref_errors[:10]:
+                print("      ", line)
+        for n in levels:
+            level = run_level(n, args, replicas, entry, nginx, prints, client_cores, folder)
+            level["reference_errors"] = ref_errors
+            results.append(level)
+            print_level(level, budget)
     finally:
-        await context.close()
-        big.unlink(missing_ok=True)
+        if nginx is not None:
+            nginx.stop()
+        for r in replicas:
+            r.stop()
+        if args.keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    ok_levels = [lv["students"] for lv in results
+                 if lv["p95_s"] <= budget and not lv["errors"] and not lv["isolation_mismatches"]]
+    knee = max(ok_levels) if ok_levels else None
+    failed = any(lv["errors"] or lv["isolation_mismatches"] or lv["interactions"] == 0
+                 or (lv["affinity"] and lv["affinity"]["moved"]) for lv in results) or bool(ref_errors)
+    if len(results) > 1:
+        print(f"  knee: {knee if knee is not None else 'none'} (the most students tried with p95 <= {budget:g} s, "
+              f"0 errors and 0 mismatches)")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "model": model, "think_s": args.think, "duration_s": args.duration, "pages": args.pages,
+            "replicas": max(1, args.through_nginx), "through_nginx": bool(args.through_nginx),
+            "server_cores": sorted(server_cores), "client_cores": sorted(client_cores), "budget_p95_s": budget,
+            "knee": knee, "levels": results,
+        }, indent=1, default=str))
+    return 1 if failed else 0
 
 
+def _base(args):
+    from students import Settings
+
+    return Settings(model=args.model, patch_sizes=args.patch_sizes, pages=args.pages, timeout=args.timeout)
+
+
+# ---------------------------------------------------------------------------------- the server side
 def serve_timed(argv: list[str]) -> None:
-    """The server process: ``streamlit run`` itself, with every script run timed.
+    """The server process: ``streamlit run`` itself, logging every script run and every accepted upload.
 
-    Streamlit does not log how long a run takes, so this wraps ``ScriptRunner._run_script`` (start and
-    end of each full or fragment run, per session) and appends one JSON line per run to the file named
-    by ``VIT_LOAD_TIMING``. That separates the server's share of the latency from the browsers', which
-    share this machine's cores in the test but sit on the students' laptops in a classroom.
+    Streamlit logs neither, so this wraps ``ScriptRunner._run_script`` (start, end and thread CPU of each
+    full or fragment run, with its session id) and the upload manager's ``add_file``, one JSON line each
+    to the file named by ``VIT_LOAD_TIMING``. The replica's number (``VIT_LOAD_REPLICA``) goes in every
+    line: the scale-out test uses these to show that each session stayed on one replica.
     """
     import streamlit.web.cli as cli
+    from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
     from streamlit.runtime.scriptrunner import script_runner
 
     path, lock = os.environ["VIT_LOAD_TIMING"], threading.Lock()
-    original = script_runner.ScriptRunner._run_script
+    replica = int(os.environ.get("VIT_LOAD_REPLICA", "1"))
+
+    def write(record: dict) -> None:
+        with lock, open(path, "a") as fh:
+            fh.write(json.dumps(dict(record, replica=replica)) + "\n")
+
+    original_run = script_runner.ScriptRunner._run_script
 
     def timed(self, rerun_data):
         start, cpu = time.time(), time.thread_time()
         try:
-            return original(self, rerun_data)
+            return original_run(self, rerun_data)
         finally:
-            record = {"start": start, "end": time.time(), "thread_cpu": time.thread_time() - cpu,
-                      "session": self._session_id, "page": rerun_data.page_name or "",
-                      "fragment": bool(rerun_data.fragment_id_queue or rerun_data.fragment_id)}
-            with lock, open(path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            write({"kind": "run", "start": start, "end": time.time(), "thread_cpu": time.thread_time() - cpu,
+                   "session": self._session_id, "fragment": bool(rerun_data.fragment_id_queue or rerun_data.fragment_id)})
+
+    original_add = MemoryUploadedFileManager.add_file
+
+    def add_file(self, session_id, file):
+        write({"kind": "upload", "start": time.time(), "session": session_id, "bytes": len(file.data)})
+        return original_add(self, session_id, file)
 
     script_runner.ScriptRunner._run_script = timed
+    MemoryUploadedFileManager.add_file = add_file
     sys.argv = ["streamlit", *argv]
     cli.main()
-
-
-def main() -> int:
-    global VERBOSE, STEP_TIMEOUT_S, SHOTS, LOAD_BEFORE
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=20)
-    parser.add_argument("--quick", action="store_true", help="3 sessions")
-    parser.add_argument("--model", default="auto", choices=["auto", "bundled", "local-small", "random-b16"])
-    parser.add_argument("--pages", default="patching,attention,layers", help="three stage pages (URL slugs)")
-    parser.add_argument("--stagger", type=float, default=2.0, help="sessions start within this many seconds")
-    parser.add_argument("--timeout", type=float, default=900.0, help="give up on the concurrent run after this")
-    parser.add_argument("--no-upload-limit-check", dest="upload_limit_check", action="store_false",
-                        help="skip the 200 MB upload through the browser")
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT_S, help="seconds one step may take")
-    parser.add_argument("--verbose", action="store_true", help="print every step as it completes")
-    parser.add_argument("--nice-browser", action="store_true",
-                        help="run Chromium at nice 19, so the server is measured as if the browsers were on the "
-                             "students' own laptops (they still share the 2 cores)")
-    parser.add_argument("--log", type=Path, help="keep the server's log in this file")
-    parser.add_argument("--only", help="debugging: run only these session numbers (comma-separated)")
-    parser.add_argument("--shots", type=Path, help="save a screenshot of every failed step in this folder")
-    args = parser.parse_args()
-    VERBOSE, STEP_TIMEOUT_S, SHOTS = args.verbose, args.step_timeout, args.shots
-
-    def stop_on_sigterm(signum, frame):  # `timeout` or Ctrl-C: still stop the server and browser
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop_on_sigterm)
-    n = 3 if args.quick else args.sessions
-    if not 1 <= n <= 40:
-        raise SystemExit("--sessions must be between 1 and 40 (one machine, one browser)")
-    if not Path(CHROMIUM).exists():
-        raise SystemExit(f"{CHROMIUM} is missing (apt-get install chromium)")
-
-    with tempfile.TemporaryDirectory(prefix="vit-load-") as tmp_name:
-        tmp = Path(tmp_name)
-        args.tmp = tmp_name
-        model = choose_model(args.model, tmp)
-        patches = patch_choices(model["image_size"], model["patch_size"])
-        specs = make_inputs(n, tmp, model["image_size"], patches)
-        if args.only:
-            keep = {int(i) for i in args.only.split(",")}
-            specs = [s for s in specs if s.index in keep]
-            n = len(specs)
-        pages = [(slug.strip(), slug.strip()) for slug in args.pages.split(",") if slug.strip()]
-        LOAD_BEFORE = " ".join(open("/proc/loadavg").read().split()[:3])
-        server = Server(args.log or tmp / "server.log")
-        sampler = None
-        try:
-            server.wait_healthy()
-            sampler = MemorySampler(server.proc.pid)
-            sampler.start()
-            references, results, wall, cpu, browser_cpu, limit_message = asyncio.run(drive(args, server, specs, model, pages))
-        finally:
-            if sampler is not None:
-                sampler.stop()
-            server.stop()
-        tracebacks = server.tracebacks()
-        runs = server.script_runs(since=getattr(args, "concurrent_start", 0.0))  # before the folder goes
-
-    # ------------------------------------------------------------------ report
-    page_steps = [s for s in ("upload",) + tuple(f"page {slug}" for slug, _ in pages) + ("page overview",)]
-    visits = [r.latencies[s] for r in results for s in page_steps if s in r.latencies]
-    by_step = {s: [r.latencies[s] for r in results if s in r.latencies] for s in ["open", "model", "patch size"] + page_steps}
-    errors = [f"session {r.spec.index} ({r.spec.image_name}): {e}" for r in results for e in r.errors]
-    reference_errors = [f"session {r.spec.index} alone: {e}" for r in references for e in r.errors]
-    isolation = [f"session {c.spec.index} ({c.spec.image_name}): {p}"
-                 for ref, c in zip(references, results) if not ref.errors for p in compare(ref, c)]
-    expected_visits = len(results) * len(page_steps)
-    p50, p95 = percentile(visits, 0.5), percentile(visits, 0.95)
-
-    print()
-    print(f"vit-explain load test: {n} concurrent sessions, model: {model['kind']}, "
-          f"patch sizes {sorted({s.patch_size for s in specs})}, pages: upload -> "
-          f"{' -> '.join(slug for slug, _ in pages)} -> overview")
-    print(f"machine: {os.cpu_count()} cores; one Chromium{' at nice 19' if args.nice_browser else ''}, one context per "
-          f"session; all on 127.0.0.1; load average before the run {LOAD_BEFORE}")
-    busy = getattr(args, "machine_busy", float("nan"))
-    print(f"concurrent run wall time: {wall:.1f} s; server CPU {cpu:.1f} s ({cpu / wall:.2f} cores), "
-          f"browser CPU {browser_cpu:.1f} s ({browser_cpu / wall:.2f} cores, live processes only); whole machine "
-          f"busy {busy:.1f} s ({busy / wall:.2f} of {os.cpu_count()} cores)")
-    print()
-    print("page-ready latency under load (server done = the script run finished, before the browser drew it);")
-    print("CPU per step = one session alone (median over the single-user runs), server and browser:")
-    print(f"{'step':22s} {'n':>4s} {'p50 s':>8s} {'p95 s':>8s} {'max s':>8s} {'server done p50/p95':>20s} "
-          f"{'CPU server':>11s} {'CPU browser':>12s}")
-    for name, values in by_step.items():
-        if values:
-            done = [r.server_done[name] for r in results if name in r.server_done]
-            cpu = [r.cpu[name] for r in references if name in r.cpu]
-            cpu_s = statistics.median(c[0] for c in cpu) if cpu else float("nan")
-            cpu_b = statistics.median(c[1] for c in cpu) if cpu else float("nan")
-            print(f"{name:22s} {len(values):4d} {percentile(values, .5):8.2f} {percentile(values, .95):8.2f} "
-                  f"{max(values):8.2f} {percentile(done, .5):9.2f} /{percentile(done, .95):8.2f} {cpu_s:10.2f}s {cpu_b:11.2f}s")
-    print(f"{'ALL page visits':22s} {len(visits):4d} {p50:8.2f} {p95:8.2f} {max(visits) if visits else float('nan'):8.2f}"
-          f"   (of {expected_visits} expected)")
-    full = [r for r in runs if not r["fragment"]]
-    if full:
-        durations = [r["end"] - r["start"] for r in full]
-        events = sorted([(r["start"], 1) for r in full] + [(r["end"], -1) for r in full])
-        running = most = 0
-        for _, delta in events:
-            running += delta
-            most = max(most, running)
-        print(f"server side, the same concurrent run: {len(full)} script runs (+{len(runs) - len(full)} fragment runs) "
-              f"took p50 {percentile(durations, .5):.2f} s, p95 {percentile(durations, .95):.2f} s, max "
-              f"{max(durations):.2f} s from start to end; up to {most} ran at once; their own CPU "
-              f"(thread time) p50 {percentile([r['thread_cpu'] for r in full], .5):.2f} s")
-    per_session = [sum(a + b for a, b in r.cpu.values()) for r in references if r.cpu]
-    if per_session:
-        server_share = [sum(a for a, _ in r.cpu.values()) for r in references if r.cpu]
-        need = statistics.median(per_session) * n / (os.cpu_count() or 1)
-        print(f"one session's whole visit costs {statistics.median(per_session):.1f} CPU s alone "
-              f"({statistics.median(server_share):.1f} s of it in the server): {n} sessions need at least "
-              f"{need:.0f} s of this machine's {os.cpu_count()} cores, whatever the order")
-    print()
-    print(f"peak server RSS (process tree): {sampler.peak / 2**20:.0f} MB")
-    print(f"errors: {len(errors)} in the concurrent run, {len(reference_errors)} in the single-user runs, "
-          f"{len(tracebacks)} tracebacks in the server log")
-    for line in (errors + reference_errors)[:20]:
-        print("   ", line)
-    for tb in tracebacks[:3]:
-        print("    server:", tb.replace("\n", " | ")[:300])
-    print(f"isolation: {len(isolation)} mismatches between a session under load and the same session alone")
-    for line in isolation[:20]:
-        print("   ", line)
-    if limit_message is not None:
-        print(f"200 MB upload: {limit_message}")
-    ok = not errors and not reference_errors and not tracebacks and not isolation and len(visits) == expected_visits \
-        and p95 < READY_BUDGET_S
-    print()
-    print(f"budget (no errors, p95 < {READY_BUDGET_S:.0f} s, isolation): {'OK' if ok else 'MISSED'}")
-    if args.json:
-        args.json.write_text(json.dumps({
-            "sessions": n, "model": model["kind"], "p50": p50, "p95": p95, "visits": len(visits),
-            "by_step": {k: {"p50": percentile(v, .5), "p95": percentile(v, .95), "n": len(v)} for k, v in by_step.items() if v},
-            "errors": errors + reference_errors + tracebacks, "isolation": isolation,
-            "peak_rss_mb": sampler.peak / 2**20, "wall_s": wall, "server_cpu_s": cpu, "browser_cpu_s": browser_cpu,
-            "machine_busy_s": busy,
-            "upload_limit": limit_message,
-        }, indent=2))
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-timed":
         serve_timed(sys.argv[2:])
     else:
+        # Locust patches the standard library's sockets for gevent: do it before anything opens one.
+        import locust  # noqa: F401
+
         sys.exit(main())

@@ -228,7 +228,7 @@ def render_template(template: str, values: dict[str, str]) -> str:
 class Nginx:
     """Debian's nginx as a plain foreground process, with the deployment's template, on a free port."""
 
-    def __init__(self, folder: Path, upstreams: list[str], cores: set[int]):
+    def __init__(self, folder: Path, upstreams: list[str], cores: set[int], affinity: bool = True):
         self.folder = folder / "nginx"
         self.folder.mkdir()
         os.chmod(folder, 0o755)  # the workers (user nobody) walk into it
@@ -239,6 +239,9 @@ class Nginx:
             "NGINX_PORT": f"127.0.0.1:{self.port}",
             "VIT_UPSTREAM_SERVERS": " ".join(f"server {u};" for u in upstreams),
         })
+        if not affinity:  # the control experiment: nginx's default round robin, to show what the check catches
+            site, found = re.subn(r"^\s*hash \$vx_route consistent;\n", "", site, flags=re.M)
+            assert found == 1, "the template's hash line moved"
         (self.folder / "vit-explain.conf").write_text(site)
         f = self.folder
         # The top level that the nginx image (or Debian's /etc/nginx/nginx.conf) provides around a site file.
@@ -509,6 +512,8 @@ def main() -> int:
     parser.add_argument("--browsers", type=int, default=1, help="real Chromium sessions in the same run")
     parser.add_argument("--through-nginx", type=int, default=0, metavar="R",
                         help="run R replicas behind nginx (deploy/nginx) and check each session stays on one")
+    parser.add_argument("--without-affinity", action="store_true",
+                        help="control experiment: drop the template's affinity (round robin) to see what breaks")
     parser.add_argument("--server-cores", default="0", help="cores for the server(s) (taskset -c)")
     parser.add_argument("--client-cores", default=None, help="cores for the students and browsers (default: the others)")
     parser.add_argument("--budget", type=float, default=None, help="p95 budget in s (default 2; 3 for random-b16)")
@@ -545,7 +550,7 @@ def main() -> int:
             r.wait_healthy()
         entry = replicas[0].url
         if args.through_nginx:
-            nginx = Nginx(folder, [f"127.0.0.1:{r.port}" for r in replicas], server_cores)
+            nginx = Nginx(folder, [f"127.0.0.1:{r.port}" for r in replicas], server_cores, affinity=not args.without_affinity)
             entry = nginx.url
         print(f"vit-explain load test: model {model}; think {args.think:g} s; pages {args.pages}; "
               f"{count} replica(s){' behind nginx' if nginx else ''} on core(s) {sorted(server_cores)}, students and "

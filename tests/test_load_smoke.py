@@ -1,0 +1,79 @@
+"""Smoke runs of benchmarks/load_test.py: a few protocol-level students for a few seconds.
+
+The load test is a benchmark, but its client speaks Streamlit's wire protocol and walks the app's
+pages by their widgets, so a change in the app or in Streamlit can break it silently. These runs keep
+it honest: the same command as the README's, small. They check behaviour (no errors, every
+interaction equal to the same student's single-user run, each session on one replica behind nginx,
+and that the affinity check does catch a balancer without affinity), never timings.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("locust")
+pytest.importorskip("websocket")
+
+ROOT = Path(__file__).resolve().parent.parent
+LOAD_TEST = ROOT / "benchmarks" / "load_test.py"
+NGINX = Path("/usr/sbin/nginx")
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = pytest.mark.slow
+
+
+def run_load_test(tmp_path: Path, *options: str, timeout: float = 300) -> tuple[int, dict, str]:
+    report = tmp_path / "load.json"
+    done = subprocess.run(
+        [sys.executable, str(LOAD_TEST), "--think", "0.2", "--pages", "attention,", "--timeout", "60",
+         "--json", str(report), *options],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+    )
+    output = done.stdout + done.stderr
+    assert report.exists(), f"no report written:\n{output[-3000:]}"
+    return done.returncode, json.loads(report.read_text()), output
+
+
+def test_students_on_one_server_see_only_their_own_pages(tmp_path):
+    browsers = "1" if CHROMIUM.exists() else "0"
+    code, report, output = run_load_test(tmp_path, "--students", "2", "--duration", "8", "--browsers", browsers)
+    level = report["levels"][0]
+    assert code == 0, output[-3000:]
+    assert level["errors"] == [] and level["reference_errors"] == []
+    assert level["isolation_mismatches"] == []
+    # every interaction was compared with the same step of the same student alone
+    assert level["interactions"] >= 2 * 4  # open, upload, then pages, sliders and clicks
+    assert level["isolation_checked"] == level["interactions"]
+    assert {"open", "upload", "page", "slider", "click"} <= set(level["by_kind"])
+    assert level["server_cpu_s"] > 0 and level["server_peak_rss_mb"][0] > 50
+    if browsers == "1":
+        steps = [s["step"] for s in level["browser_page_ready"]["steps"]]
+        assert steps[:2] == ["open", "upload"], steps
+
+
+@pytest.mark.skipif(not NGINX.exists(), reason="needs Debian's nginx (apt-get install nginx)")
+def test_through_nginx_every_session_stays_on_one_replica(tmp_path):
+    code, report, output = run_load_test(tmp_path, "--students", "3", "--duration", "8", "--browsers", "0",
+                                         "--through-nginx", "2")
+    level = report["levels"][0]
+    assert code == 0, output[-3000:]
+    assert level["errors"] == [] and level["isolation_mismatches"] == []
+    affinity = level["affinity"]
+    assert affinity["students_checked"] == 3 and affinity["moved"] == []
+    assert sum(affinity["students_per_replica"].values()) == 3
+
+
+@pytest.mark.skipif(not NGINX.exists(), reason="needs Debian's nginx (apt-get install nginx)")
+def test_the_affinity_check_catches_a_balancer_without_affinity(tmp_path):
+    """Round robin (the template without its hash line) must fail the way #4173 describes."""
+    code, report, output = run_load_test(tmp_path, "--students", "2", "--duration", "4", "--browsers", "0",
+                                         "--through-nginx", "2", "--without-affinity", "--no-reference")
+    level = report["levels"][0]
+    assert code != 0
+    # students start a second apart, so each one's first requests alternate between the replicas
+    assert level["affinity"]["moved"], output[-3000:]

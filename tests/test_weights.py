@@ -177,15 +177,16 @@ def test_loaded_model_does_not_share_the_callers_tensors():
 
 
 def test_bare_safetensors_infers_the_architecture(tmp_path):
-    model = our_model(hidden_size=128, num_attention_heads=2, intermediate_size=64)
+    # 192 wide is ViT-Ti: 3 heads by the standard width table (not 192 / 64 by luck: see the 1280 test)
+    model = our_model(hidden_size=192, num_attention_heads=3, intermediate_size=64)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.safetensors")
     loaded = load_checkpoint(tmp_path / "w.safetensors")
     c = loaded.config
     assert (c.hidden_size, c.num_hidden_layers, c.intermediate_size, c.patch_size, c.image_size, c.num_labels) == (
-        128, 2, 64, 8, 32, 5,
+        192, 2, 64, 8, 32, 5,
     )
-    assert c.num_attention_heads == 2  # 128 / 64, the default head size
-    assert any("64" in note and "head" in note for note in loaded.load_notes)
+    assert c.num_attention_heads == 3
+    assert any("3 heads" in note and "192" in note for note in loaded.load_notes)
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixels()).logits, model(pixels()).logits, atol=1e-6, rtol=0)
 
@@ -261,21 +262,22 @@ def test_other_architectures_are_refused_clearly(tmp_path, make):
         load_checkpoint(tmp_path / "other.safetensors")
 
 
-@pytest.mark.parametrize("hidden_size,why", [
-    (32, ["keys missing", "unexpected"]),  # a config ViTConfig accepts: the keys show the mismatch
-    (30, ["cannot build a ViT"]),  # one it rejects (4 heads cannot split width 30): still says whose it is
-])
-def test_bert_directory_with_its_own_config(tmp_path, hidden_size, why):
-    save_file(bert_like_state_dict(), tmp_path / "model.safetensors")
+@pytest.mark.parametrize("weights", ["bert", "garbage"])
+def test_bert_directory_with_its_own_config(tmp_path, weights):
+    """Refused from config.json alone, naming what it is and what is supported; the weights are never read."""
+    if weights == "bert":
+        save_file(bert_like_state_dict(), tmp_path / "model.safetensors")
+    else:  # not even a safetensors file: reading it would fail with another message
+        (tmp_path / "model.safetensors").write_bytes(b"not safetensors at all")
     (tmp_path / "config.json").write_text(json.dumps({
-        "model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": hidden_size,
+        "model_type": "bert", "architectures": ["BertForMaskedLM"], "hidden_size": 32,
         "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 64,
     }))
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(tmp_path)
     message = str(info.value)
-    assert all(w in message for w in why), message
     assert "'bert'" in message and "BertForMaskedLM" in message  # what the folder really holds
+    assert "cannot run" in message and "Supported: ViT" in message and "Dinov2WithRegistersModel" in message
 
 
 def test_truncated_safetensors(tmp_path):

@@ -16,8 +16,15 @@ Nesting (read top to bottom; ``ViTConfig`` lives in ``config.py``)::
     ViTForImageClassification = ViTModel (no pooler) + a linear classifier on the CLS token
 
 Attribute names match the Hugging Face checkpoint keys, so ``state_dict()`` is the Hub format.
-Shapes: B batch, C channels, P patch size, N patches, T = N + 1 tokens, D hidden size,
+Shapes: B batch, C channels, P patch size, N patches, T = S + N tokens, D hidden size,
 H heads, d = D / H per head, M intermediate (MLP) size, K labels.
+
+Other members of the ViT family are options of these same classes, switched on by ViTConfig fields
+(all off gives the classic ViT): prefix tokens before the patch grid, S = config.num_prefix_tokens
+(CLS always first, then DeiT's distillation token, then DINOv2's register tokens) in
+ViTEmbeddings; layer scale (DINOv2) in ViTLayer; position embeddings resized to the image's grid
+(DINOv2) in ViTEmbeddings; DeiT's second, distillation head in ViTForImageClassification. The
+weights package maps each family's checkpoint key names onto these modules.
 Every :class:`~vit_explain.capture.Tap` is an identity that :func:`~vit_explain.capture.trace` listens to.
 """
 
@@ -100,24 +107,63 @@ class PatchEmbeddings(nn.Module):
 
 
 class ViTEmbeddings(nn.Module):
-    """Patch vectors + a learned CLS token in front + learned position embeddings. First block of ViTModel."""
+    """Patch vectors + a learned CLS token in front + learned position embeddings. First block of ViTModel.
+
+    Options (ViTConfig fields): a distillation token after CLS (DeiT), register tokens after
+    those (DINOv2 with registers; they get no position embedding: a zero row is added), a mask
+    token (DINOv2; kept for its checkpoints, unused here), and position embeddings trained on
+    another grid, resized to this image's grid on each pass (DINOv2).
+    """
 
     def __init__(self, config: ViTConfig):
         super().__init__()
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, config.hidden_size))
+        d = config.hidden_size
+        self.config = config
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+        if config.use_mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, d))
+        if config.use_distillation_token:
+            self.distillation_token = nn.Parameter(torch.zeros(1, 1, d))
+        if config.num_register_tokens:
+            self.register_tokens = nn.Parameter(torch.zeros(1, config.num_register_tokens, d))
         self.patch_embeddings = PatchEmbeddings(config)
-        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_tokens, config.hidden_size))
+        self.position_embeddings = nn.Parameter(torch.zeros(1, config.num_position_embeddings, d))
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.tap_cls = Tap("cls_token")
         self.tap_tokens = Tap("tokens_with_cls")
         self.tap_position = Tap("position_embeddings")
         self.tap_output = Tap("embeddings")
 
+    def grid_position_embeddings(self) -> torch.Tensor:
+        """[1, 1 (+1) + g*g, D]: the position embeddings on this image's g x g grid.
+
+        Resized bicubically (in float32, antialiased if config.interpolate_antialias) when they
+        were trained on another grid, exactly as transformers' DINOv2 does on every forward pass.
+        """
+        pos, config = self.position_embeddings, self.config
+        if config.position_grid_size == config.grid_size:
+            return pos
+        keep = pos.shape[1] - config.position_grid_size**2  # CLS (and distillation) rows
+        grid = rearrange(pos[:, keep:], "1 (gh gw) d -> 1 d gh gw", gh=config.position_grid_size)
+        grid = F.interpolate(grid.float(), size=(config.grid_size, config.grid_size), mode="bicubic",
+                             align_corners=False, antialias=config.interpolate_antialias).to(pos.dtype)
+        return torch.cat([pos[:, :keep], rearrange(grid, "1 d gh gw -> 1 (gh gw) d")], dim=1)
+
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         patches = self.patch_embeddings(pixel_values)  # [B, N, D]
-        cls = self.tap_cls(repeat(self.cls_token, "1 1 d -> b 1 d", b=patches.shape[0]))  # [B, 1, D]
-        tokens = self.tap_tokens(torch.cat([cls, patches], dim=1))  # [B, T, D]
-        embeddings = tokens + self.tap_position(self.position_embeddings)  # [B, T, D]
+        b = patches.shape[0]
+        cls = self.tap_cls(repeat(self.cls_token, "1 1 d -> b 1 d", b=b))  # [B, 1, D]
+        prefix = [cls]
+        if self.config.use_distillation_token:
+            prefix.append(repeat(self.distillation_token, "1 1 d -> b 1 d", b=b))
+        pos = self.grid_position_embeddings()  # [1, T - registers, D]
+        if self.config.num_register_tokens:  # registers sit after CLS (and DIST) with a zero position
+            keep = len(prefix)
+            prefix.append(repeat(self.register_tokens, "1 r d -> b r d", b=b))
+            zeros = pos.new_zeros(1, self.config.num_register_tokens, pos.shape[-1])
+            pos = torch.cat([pos[:, :keep], zeros, pos[:, keep:]], dim=1)
+        tokens = self.tap_tokens(torch.cat([*prefix, patches], dim=1))  # [B, T, D]
+        embeddings = tokens + self.tap_position(pos)  # [B, T, D]
         return self.tap_output(self.dropout(embeddings))
 
 
@@ -210,8 +256,23 @@ class ViTOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.tap_mlp = Tap("mlp_output")
 
-    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        return self.tap_mlp(self.dropout(self.dense(hidden_states))) + input_tensor  # residual
+    def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor,
+                scale: nn.Module | None = None) -> torch.Tensor:
+        out = self.tap_mlp(self.dropout(self.dense(hidden_states)))  # [B, T, D]
+        if scale is not None:  # layer scale (DINOv2), owned by ViTLayer
+            out = scale(out)
+        return out + input_tensor  # residual
+
+
+class ViTLayerScale(nn.Module):
+    """A learned per-channel factor on a residual branch (layer scale, DINOv2). Optional part of ViTLayer."""
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.full((config.hidden_size,), float(config.layerscale_value)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.lambda1
 
 
 class ViTLayer(nn.Module):
@@ -224,15 +285,20 @@ class ViTLayer(nn.Module):
         self.layernorm_after = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.intermediate = ViTIntermediate(config)
         self.output = ViTOutput(config)
+        scaled = config.layerscale_value is not None
+        self.layer_scale1 = ViTLayerScale(config) if scaled else None
+        self.layer_scale2 = ViTLayerScale(config) if scaled else None
         self.tap_norm1, self.tap_norm2 = Tap("layernorm_before"), Tap("layernorm_after")
         self.tap_residual = Tap("residual")
         self.tap_output = Tap("output")
 
     def forward(self, x: torch.Tensor, output_attentions: bool = False):
         attended, probs = self.attention(self.tap_norm1(self.layernorm_before(x)), output_attentions)
+        if self.layer_scale1 is not None:
+            attended = self.layer_scale1(attended)
         x = self.tap_residual(x + attended)  # first residual
         h = self.intermediate(self.tap_norm2(self.layernorm_after(x)))
-        x = self.output(h, x)  # second residual, added inside ViTOutput (as in the seed)
+        x = self.output(h, x, self.layer_scale2)  # second residual, added inside ViTOutput (as in the seed)
         return self.tap_output(x), probs
 
 
@@ -299,6 +365,9 @@ class _InitMixin:
             elif isinstance(module, ViTEmbeddings):
                 trunc(module.cls_token)
                 trunc(module.position_embeddings)
+                for name in ("distillation_token", "register_tokens"):
+                    if hasattr(module, name):
+                        trunc(getattr(module, name))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -332,7 +401,11 @@ class ViTModel(_InitMixin, nn.Module):
 
 
 class ViTForImageClassification(_InitMixin, nn.Module):
-    """ViTModel without pooler + a linear head on the final CLS token: pixels in, K class logits out."""
+    """ViTModel without pooler + a linear head on the final CLS token: pixels in, K class logits out.
+
+    With ``config.use_distillation_head`` (DeiT with teacher) a second linear head reads the
+    distillation token and the logits are the mean of the two heads' outputs.
+    """
 
     def __init__(self, config: ViTConfig):
         super().__init__()
@@ -340,14 +413,20 @@ class ViTForImageClassification(_InitMixin, nn.Module):
         self.num_labels = config.num_labels
         self.vit = ViTModel(config, add_pooling_layer=False)
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        if config.use_distillation_head:
+            self.distillation_classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.tap_logits = Tap("logits")
-        if isinstance(self.classifier, nn.Linear):  # the encoder was initialised by ViTModel already
-            nn.init.trunc_normal_(self.classifier.weight, std=config.initializer_range, a=-2.0, b=2.0)
-            nn.init.zeros_(self.classifier.bias)
+        for head in (self.classifier, getattr(self, "distillation_classifier", None)):
+            if isinstance(head, nn.Linear):  # the encoder was initialised by ViTModel already
+                nn.init.trunc_normal_(head.weight, std=config.initializer_range, a=-2.0, b=2.0)
+                nn.init.zeros_(head.bias)
 
     def forward(
         self, pixel_values: torch.Tensor, output_attentions: bool = False, output_hidden_states: bool = False
     ) -> ViTOutputs:
         out = self.vit(pixel_values, output_attentions, output_hidden_states)
-        out.logits = self.tap_logits(self.classifier(out.last_hidden_state[:, 0]))  # [B, K]
+        logits = self.classifier(out.last_hidden_state[:, 0])  # [B, K] from the CLS token
+        if self.config.use_distillation_head:  # DeiT: average with the head on the distillation token
+            logits = (logits + self.distillation_classifier(out.last_hidden_state[:, 1])) / 2
+        out.logits = self.tap_logits(logits)
         return out

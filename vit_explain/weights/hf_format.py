@@ -32,36 +32,61 @@ from .common import (
     _looks_like_timm_vit,
 )
 from .files import _metadata_config, _read_json, _read_pickle, _read_safetensors
-from .timm_format import from_timm_state_dict
+from .families import architecture_name, check_hf_config, to_family_keys, to_seed_keys
+from .timm_format import from_timm_state_dict, is_timm_config, read_timm_config
 
 
 
-def _infer_config(base: Mapping[str, torch.Tensor], *, num_heads: int | None, notes: list[str], **extra: Any) -> ViTConfig:
-    """A ViTConfig read off the shapes of an (unprefixed) Hugging Face ViT state dict."""
+#: Head counts of the standard ViT widths (timm and Google): Ti 192, S 384, B 768, L 1024, H 1280.
+STANDARD_WIDTH_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+
+
+def heads_for_width(hidden: int, what: str, notes: list[str]) -> int:
+    """The head count of a standard ViT width, or a CheckpointError asking for num_heads=."""
+    heads = STANDARD_WIDTH_HEADS.get(hidden)
+    if heads is None:
+        raise CheckpointError(
+            f"{what} does not say how many attention heads it has (weights never store it), and its width "
+            f"{hidden} is not one of the standard ViT widths "
+            f"({', '.join(f'{w} -> {h}' for w, h in STANDARD_WIDTH_HEADS.items())} heads). "
+            "Pass num_heads=... (or a config.json) to load it."
+        )
+    notes.append(f"The head count is not stored in the weights; {heads} heads is the standard for width {hidden}.")
+    return heads
+
+
+def _family_from_keys(state: Mapping[str, Any]) -> str:
+    """Guess the checkpoint family from its key names, when no config says it."""
+    if any(k.startswith("deit.") or k.endswith("embeddings.distillation_token") for k in state):
+        return "deit"
+    if any(k.endswith("embeddings.register_tokens") for k in state):
+        return "dinov2_with_registers"
+    if any(k.endswith("embeddings.mask_token") or ".layer_scale1." in k for k in state):
+        return "dinov2"
+    return "vit"
+
+
+def _infer_config(base: Mapping[str, torch.Tensor], *, num_heads: int | None, notes: list[str], model_type: str = "vit",
+                  **extra: Any) -> ViTConfig:
+    """A ViTConfig read off the shapes of an (unprefixed, seed-named) state dict."""
     try:
         proj = base["embeddings.patch_embeddings.projection.weight"]  # [D, C, P, P]
-        pos = base["embeddings.position_embeddings"]  # [1, T, D]
+        pos = base["embeddings.position_embeddings"]  # [1, S' + g*g, D]
         mlp = base["encoder.layer.0.intermediate.dense.weight"]  # [M, D]
     except KeyError as exc:
         raise CheckpointError(f"cannot work out the architecture: {exc.args[0]} is missing.") from None
     hidden, channels, patch = int(proj.shape[0]), int(proj.shape[1]), int(proj.shape[2])
-    grid = math.isqrt(int(pos.shape[1]) - 1)
-    if grid * grid != pos.shape[1] - 1:
+    distilled = "embeddings.distillation_token" in base
+    registers = base.get("embeddings.register_tokens")
+    with_position = 1 + int(distilled)  # prefix tokens that have a position embedding
+    grid = math.isqrt(int(pos.shape[1]) - with_position)
+    if grid * grid != pos.shape[1] - with_position:
         raise CheckpointError(
-            f"position_embeddings has {pos.shape[1]} tokens, which is not 1 + a square grid of patches."
+            f"position_embeddings has {pos.shape[1]} tokens, which is not {with_position} + a square grid of patches."
         )
     layers = 1 + max(int(m.group(1)) for k in base if (m := re.match(r"encoder\.layer\.(\d+)\.", k)))
     if num_heads is None:
-        if hidden % 64:
-            raise CheckpointError(
-                f"the number of attention heads cannot be read from the weights, and hidden size "
-                f"{hidden} is not a multiple of 64 (the usual head size); pass num_heads=..."
-            )
-        num_heads = hidden // 64
-        notes.append(
-            f"The head count is not stored in the weights; assumed {num_heads} heads of 64 dimensions "
-            "(pass num_heads=... or a config to change it)."
-        )
+        num_heads = heads_for_width(hidden, "This checkpoint", notes)
     kwargs: dict[str, Any] = dict(
         hidden_size=hidden,
         num_hidden_layers=layers,
@@ -71,7 +96,17 @@ def _infer_config(base: Mapping[str, torch.Tensor], *, num_heads: int | None, no
         patch_size=patch,
         num_channels=channels,
         qkv_bias="encoder.layer.0.attention.attention.query.bias" in base,
+        model_type=model_type,
+        use_distillation_token=distilled,
+        use_distillation_head="distillation_classifier.weight" in base,
+        num_register_tokens=int(registers.shape[1]) if registers is not None else 0,
+        use_mask_token="embeddings.mask_token" in base,
+        layerscale_value=1.0 if "encoder.layer.0.layer_scale1.lambda1" in base else None,
     )
+    if model_type in ("dinov2", "dinov2_with_registers"):
+        kwargs["layer_norm_eps"] = 1e-6
+        kwargs["interpolate_antialias"] = model_type == "dinov2_with_registers"
+        notes.append("DINOv2 weights without a config.json: layer_norm_eps 1e-6 assumed (DINOv2's).")
     if "classifier.weight" in base:
         kwargs["num_labels"] = int(base["classifier.weight"].shape[0])
     kwargs.update({k: v for k, v in extra.items() if v is not None})
@@ -103,19 +138,37 @@ def _model_from_state_dict(
     what: str,
     notes: list[str],
     config_hint: str = "",
+    timm: Mapping[str, Any] | None = None,
+    run_size: int | None = None,
 ) -> nn.Module:
-    """Check and load a Hugging Face (or timm) format state dict into the right class."""
+    """Check and load a state dict (any supported family's transformers names, or timm's) into the right class.
+
+    ``timm``: what a timm ``config.json`` says (architecture, model_args, labels), for timm weights.
+    ``run_size``: the image size to run at when the position embeddings were trained at another
+    (DINOv2: 518 trained, 224 run), as its preprocessor says.
+    """
     state = _rename_new_transformers_keys(dict(state_dict), notes)
     if _looks_like_timm_vit(state) and not _looks_like_hf_vit(state):
         cfg = _as_config(config) if config is not None else None
+        timm = dict(timm or {})
         converted_config, state = from_timm_state_dict(
             state,
             num_heads=num_heads if num_heads is not None else (cfg.num_attention_heads if cfg else None),
-            id2label=cfg.id2label if cfg is not None and not _placeholder_labels(cfg) else None,
+            id2label=cfg.id2label if cfg is not None and not _placeholder_labels(cfg) else timm.get("id2label"),
+            architecture=timm.get("architecture"),
+            model_args=timm.get("model_args"),
             _notes=notes,
         )
         notes.append("Converted from timm's format (layer_norm_eps 1e-6).")
         config = converted_config
+
+    if isinstance(config, ViTConfig):
+        model_type = config.model_type
+    elif isinstance(config, Mapping) and config.get("model_type"):
+        model_type = str(config["model_type"])
+    else:
+        model_type = _family_from_keys(state)
+    state = to_seed_keys(state, model_type)
 
     classifier = any(k.startswith("classifier.") for k in state) or any(k.startswith("vit.") for k in state)
     if classifier:
@@ -125,14 +178,14 @@ def _model_from_state_dict(
         if dropped:
             notes.append("The checkpoint's pooler is unused by the classifier and was skipped.")
         base = {k[len("vit."):]: v for k, v in state.items() if k.startswith("vit.")}
-        base.update({k: v for k, v in state.items() if k.startswith("classifier.")})
+        base.update({k: v for k, v in state.items() if k.startswith(("classifier.", "distillation_classifier."))})
     else:
         base = state
     if not _looks_like_hf_vit(base) and config is None:
         raise CheckpointError(f"{what} cannot be loaded. " + _foreign_hint(state))
 
     if config is None:
-        cfg = _infer_config(base, num_heads=num_heads, notes=notes)
+        cfg = _infer_config(base, num_heads=num_heads, notes=notes, model_type=model_type)
     else:
         try:
             cfg = _as_config(config)
@@ -144,6 +197,14 @@ def _model_from_state_dict(
     if head is not None and head.ndim == 2 and cfg.num_labels != head.shape[0] and _placeholder_labels(cfg):
         # no real label names were given: the head's size decides how many classes there are
         cfg = cfg.replace(id2label={}, num_labels=int(head.shape[0]))
+    if run_size and run_size != cfg.image_size and cfg.model_type in ("dinov2", "dinov2_with_registers"):
+        trained = cfg.position_embedding_size or cfg.image_size
+        try:
+            cfg = cfg.replace(image_size=run_size, position_embedding_size=trained)
+        except ValueError as exc:
+            raise CheckpointError(f"{what}: cannot run at its preprocessor's size {run_size}: {exc}") from exc
+        notes.append(f"Runs at {run_size} px (its preprocessor's crop); the position embeddings, trained for "
+                     f"{trained} px, are resized to the {cfg.grid_size}x{cfg.grid_size} grid as DINOv2 does.")
 
     if classifier:
         model = _build(ViTForImageClassification, cfg)
@@ -156,10 +217,10 @@ def _model_from_state_dict(
 # transformers 5 names the layers differently in memory (save_pretrained still writes the
 # classic names); a state_dict() saved straight from such a model is renamed back.
 _NEW_TRANSFORMERS_NAMES = [
-    (r"layers\.(\d+)\.attention\.q_proj\.", r"encoder.layer.\1.attention.attention.query."),
-    (r"layers\.(\d+)\.attention\.k_proj\.", r"encoder.layer.\1.attention.attention.key."),
-    (r"layers\.(\d+)\.attention\.v_proj\.", r"encoder.layer.\1.attention.attention.value."),
-    (r"layers\.(\d+)\.attention\.o_proj\.", r"encoder.layer.\1.attention.output.dense."),
+    (r"(?:layers|encoder\.layer)\.(\d+)\.attention\.q_proj\.", r"encoder.layer.\1.attention.attention.query."),
+    (r"(?:layers|encoder\.layer)\.(\d+)\.attention\.k_proj\.", r"encoder.layer.\1.attention.attention.key."),
+    (r"(?:layers|encoder\.layer)\.(\d+)\.attention\.v_proj\.", r"encoder.layer.\1.attention.attention.value."),
+    (r"(?:layers|encoder\.layer)\.(\d+)\.attention\.o_proj\.", r"encoder.layer.\1.attention.output.dense."),
     (r"layers\.(\d+)\.mlp\.fc1\.", r"encoder.layer.\1.intermediate.dense."),
     (r"layers\.(\d+)\.mlp\.fc2\.", r"encoder.layer.\1.output.dense."),
     (r"layers\.(\d+)\.(layernorm_before|layernorm_after)\.", r"encoder.layer.\1.\2."),
@@ -167,11 +228,12 @@ _NEW_TRANSFORMERS_NAMES = [
 
 
 def _rename_new_transformers_keys(state: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
-    if not any(re.match(r"(vit\.)?layers\.\d+\.attention\.q_proj\.", k) for k in state):
+    if not any(re.match(r"((vit|deit|dinov2)\.)?(layers|encoder\.layer)\.\d+\.attention\.q_proj\.", k) for k in state):
         return state
     renamed = {}
     for key, value in state.items():
-        prefix = "vit." if key.startswith("vit.") else ""
+        m = re.match(r"(vit\.|deit\.|dinov2\.)?", key)
+        prefix = m.group(0) if m else ""
         rest = key[len(prefix):]
         for pattern, replacement in _NEW_TRANSFORMERS_NAMES:
             rest = re.sub("^" + pattern, replacement, rest)
@@ -205,13 +267,39 @@ def _load_spec(path: Path | None, notes: list[str]) -> Any:
         return None
 
 
+def check_config(raw: Mapping[str, Any], what: str) -> dict[str, Any] | None:
+    """Refuse a ``config.json`` this app cannot run (before any weights are read or downloaded).
+
+    Returns what a timm config says (see :func:`read_timm_config`), or None for a transformers config.
+    """
+    if is_timm_config(raw):
+        return read_timm_config(raw, what)
+    check_hf_config(raw, what)
+    return None
+
+
+def _spec_size(spec: Any) -> int | None:
+    """The square size a preprocessing spec produces, if it says one."""
+    if spec is None:
+        return None
+    size = spec.crop_size if spec.do_center_crop and spec.crop_size else spec.size
+    return int(size[0]) if size and size[0] == size[1] else None
+
+
 def _load_directory(directory: Path, *, config, num_heads, notes: list[str], source: str) -> nn.Module:
     config_path = directory / CONFIG_NAME
+    what = source.split(": ", 1)[-1]
     if (directory / (SAFETENSORS_NAME + ".index.json")).exists() or (directory / (PICKLE_NAME + ".index.json")).exists():
         raise CheckpointError(
             f"{directory} holds a sharded checkpoint (several weight files with an index); "
             "only single-file checkpoints are supported (every ViT fits in one file)."
         )
+    # The config first: a model this app cannot run is refused before its weights are read.
+    timm = None
+    if config is None and config_path.is_file():
+        raw = _read_json(config_path)
+        timm = check_config(raw, what)
+        config = None if timm is not None else raw
     if (directory / SAFETENSORS_NAME).is_file():
         state, metadata = _read_safetensors(directory / SAFETENSORS_NAME)
     elif (directory / PICKLE_NAME).is_file():
@@ -222,32 +310,21 @@ def _load_directory(directory: Path, *, config, num_heads, notes: list[str], sou
             f"{directory} has no {SAFETENSORS_NAME} or {PICKLE_NAME}. Point to a folder saved with "
             "save_pretrained or save_checkpoint, or to a .safetensors file."
         )
-    hint = ""
-    if config is None and config_path.is_file():
-        raw = _read_json(config_path)
-        model_type = raw.get("model_type")
-        if model_type not in (None, "vit"):
-            hint = (
-                f"Its config.json describes a {model_type!r} model "
-                f"({', '.join(raw.get('architectures') or []) or 'no architectures listed'}); only ViT "
-                "(model_type 'vit') checkpoints load here."
-            )
-        config = raw
-    elif config is None:
+    if config is None and timm is None:
         config = _metadata_config(metadata)
         if config is None:
             notes.append("No config.json: the architecture was worked out from the weights' shapes.")
-    return _attach(
-        _model_from_state_dict(
-            state, config=config, num_heads=num_heads, what=source.split(": ", 1)[-1], notes=notes, config_hint=hint
-        ),
-        spec=_load_spec(directory / PREPROCESSOR_NAME, notes),
-        source=source,
-        notes=notes,
-    )
-
-
-
+    spec = _load_spec(directory / PREPROCESSOR_NAME, notes)
+    if spec is None and timm is not None and timm.get("spec") is not None:
+        spec = timm["spec"]
+        notes.append("Preprocessing from timm's pretrained_cfg (" + timm["spec_text"] + ").")
+    model = _model_from_state_dict(state, config=config, num_heads=num_heads, what=what, notes=notes, timm=timm,
+                                   run_size=_spec_size(spec))
+    if spec is not None and _spec_size(spec) not in (None, model.config.image_size):
+        notes.append(f"The preprocessor makes {_spec_size(spec)} px pictures but the model takes "
+                     f"{model.config.image_size} px; the ViT defaults apply.")
+        spec = None
+    return _attach(model, spec=spec, source=source, notes=notes)
 
 
 def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
@@ -265,10 +342,14 @@ def save_checkpoint(model: nn.Module, directory: str | os.PathLike) -> Path:
         raise TypeError(f"save_checkpoint expects a ViTModel or ViTForImageClassification, got {type(model).__name__}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    config_dict = model.config.to_dict()
-    config_dict["architectures"] = [type(model).__name__]
+    config = model.config
+    config_dict = config.to_dict()
+    classifier = isinstance(model, ViTForImageClassification)
+    config_dict["architectures"] = [
+        architecture_name(config.model_type, classifier=classifier, distillation_head=config.use_distillation_head)]
     spec = getattr(model, "preprocess_spec", None) or PreprocessSpec.for_config(model.config)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = to_family_keys(tensors, config.model_type, distillation_head=config.use_distillation_head)
     metadata = {"format": "pt", METADATA_CONFIG_KEY: json.dumps(config_dict)}
 
     # Write each file beside its final name, then rename: a crash never leaves half a file.

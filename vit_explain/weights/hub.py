@@ -84,8 +84,14 @@ def _mb(size: int | None) -> str:
     return f"{size / 1e3:.0f} kB" if size < 1e6 else f"{size / 1e6:.1f} MB"
 
 
-def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn) -> Path:
-    """The snapshot folder holding the checkpoint's files, from the cache or downloaded."""
+def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn,
+                  check: Callable[[dict[str, Any], str], Any] | None = None) -> Path:
+    """The snapshot folder holding the checkpoint's files, from the cache or downloaded.
+
+    ``check(config, repo_id)`` sees the repository's ``config.json`` before any weight file is
+    requested and raises CheckpointError for a model that cannot run here: a refusal costs one
+    small download, not the weights'.
+    """
     import huggingface_hub
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import (
@@ -108,6 +114,8 @@ def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn) -> P
         except (LocalEntryNotFoundError, EntryNotFoundError, OSError, ValueError):
             pass
     if CONFIG_NAME in cached and (SAFETENSORS_NAME in cached or PICKLE_NAME in cached):
+        if check is not None:
+            check(_read_config(cached[CONFIG_NAME]), repo_id)
         report(0.95, f"Found {repo_id} in the cache")
         return cached[CONFIG_NAME].parent
 
@@ -149,7 +157,7 @@ def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn) -> P
     total = sum(sizes.get(n) or 0 for n in wanted) or 1
     done = 0
 
-    # 4. Download, reporting bytes as they arrive when huggingface_hub lets us see them.
+    # Download (config.json first), reporting bytes as they arrive when huggingface_hub lets us see them.
     import inspect
 
     can_hook = "tqdm_class" in inspect.signature(hf_hub_download).parameters
@@ -173,6 +181,8 @@ def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn) -> P
             raise _unreachable(repo_id, f"the download of {name} failed ({exc.__class__.__name__})") from exc
         done += size or 0
         report(0.95 * done / total, f"Downloaded {name} ({_mb(size)})")
+        if name == CONFIG_NAME and check is not None:  # refuse before the weights are requested
+            check(_read_config(folder / CONFIG_NAME), repo_id)
     assert folder is not None
     return folder
 
@@ -195,3 +205,15 @@ def _progress_bar_class(on_bytes: Callable[[int], None]) -> type:
     return _Progress
 
 
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"The repository's config.json is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError("The repository's config.json does not hold a JSON object.")
+    return data

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -25,6 +26,133 @@ _TIMM_REFUSALS = [
 ]
 
 
+#: Head counts by the size word in a timm architecture name (vit_small_patch16_224 -> 6).
+_SIZE_HEADS = {"tiny": 3, "small": 6, "medium": 8, "base": 12, "large": 16, "huge": 16, "giant": 16, "gigantic": 16}
+#: Head counts of timm's standard widths, when nothing names the size.
+TIMM_WIDTH_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
+#: model_args a timm config may carry that the classic ViT honours (anything else is refused).
+_PLAIN_MODEL_ARGS = {"patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias", "img_size", "in_chans",
+                     "num_classes", "global_pool", "class_token", "no_embed_class", "dynamic_img_size", "drop_rate",
+                     "pos_drop_rate", "attn_drop_rate", "proj_drop_rate", "drop_path_rate", "pretrained_cfg_overlay"}
+#: Parts of timm architecture names of ViTs that are not the classic one, with what they are.
+_TIMM_NAME_REFUSALS = [
+    ("siglip", "a SigLIP image tower (attention pooling)"), ("clip", "a CLIP image tower (pre-norm)"),
+    ("dinov2", "a DINOv2 in timm's format (layer scale; load the transformers version, e.g. facebook/dinov2-small)"),
+    ("_reg", "a ViT with register tokens in timm's format"), ("eva", "an EVA model (rotary embeddings, SwiGLU)"),
+    ("beit", "a BEiT"), ("deit3", "a DeiT-III (layer scale)"), ("distilled", "a distilled DeiT in timm's format "
+     "(load the transformers version, e.g. facebook/deit-base-distilled-patch16-224)"),
+    ("_gap", "a ViT with average pooling"), ("_map", "a ViT with attention pooling"), ("relpos", "a ViT with relative positions"),
+    ("rope", "a ViT with rotary embeddings"), ("resnet", "a hybrid ViT with a ResNet stem"), ("_r26", "a hybrid ViT"),
+    ("_r50", "a hybrid ViT"), ("naflex", "a NaFlex ViT"), ("samvit", "a SAM image encoder"), ("xp_", "a ViT variant"),
+]
+
+
+def is_timm_config(raw: Mapping[str, Any]) -> bool:
+    """A ``config.json`` written by timm (``architecture``, ``pretrained_cfg``) rather than transformers."""
+    return "architecture" in raw and "model_type" not in raw
+
+
+def timm_num_heads(hidden: int, *, model_args: Mapping[str, Any] | None = None, architecture: str | None = None,
+                   notes: list[str]) -> int:
+    """The head count a timm ViT of this width was built with, or CheckpointError asking for num_heads=.
+
+    From ``model_args["num_heads"]``, else the size in the architecture name (tiny 3, small 6, base
+    12, large/huge/giant 16), else the standard width table; never a guess.
+    """
+    if model_args and model_args.get("num_heads"):
+        return int(model_args["num_heads"])
+    if architecture:
+        for word, heads in _SIZE_HEADS.items():
+            if re.search(rf"(^|_){word}(_|$)", architecture):
+                notes.append(f"{heads} attention heads, as every timm '{word}' ViT ({architecture}) has.")
+                return heads
+    heads = TIMM_WIDTH_HEADS.get(hidden)
+    if heads is None:
+        raise CheckpointError(
+            f"This timm ViT is {hidden} wide, which is not a standard width "
+            f"({', '.join(f'{w} -> {h}' for w, h in TIMM_WIDTH_HEADS.items())} heads), and nothing in it names its "
+            "head count (timm weights never store it). Pass num_heads=... to load it."
+        )
+    notes.append(f"The head count is not stored in timm weights; {heads} heads is timm's standard for width {hidden}.")
+    return heads
+
+
+_INTERPOLATION = {"bilinear": 2, "bicubic": 3, "nearest": 0, "lanczos": 1, "box": 4, "hamming": 5}
+
+
+def _spec_from_pretrained_cfg(cfg: Mapping[str, Any]) -> tuple[Any, str]:
+    """timm's eval transform (resize to size / crop_pct, centre crop, mean/std) as a PreprocessSpec."""
+    from ..preprocess import PreprocessSpec
+
+    input_size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
+    channels, height, width = (int(v) for v in input_size)
+    if height != width:
+        raise CheckpointError(f"timm's input_size {list(input_size)} is not square; only square inputs are supported.")
+    crop_pct = float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 0.875)
+    mode = cfg.get("crop_mode") or "center"
+    interpolation = str(cfg.get("interpolation") or "bicubic")
+    resample = _INTERPOLATION.get(interpolation, 3)
+    scaled = math.floor(height / crop_pct)
+    mean = tuple(float(v) for v in (cfg.get("mean") or (0.485, 0.456, 0.406)))
+    std = tuple(float(v) for v in (cfg.get("std") or (0.229, 0.224, 0.225)))
+    common = dict(resample=resample, image_mean=mean, image_std=std, num_channels=channels,
+                  do_center_crop=True, crop_size=(height, width))
+    if mode == "squash":
+        spec = PreprocessSpec(size=(scaled, scaled), **common)
+    else:  # "center" (and "border", whose padding is approximated by a centre crop)
+        spec = PreprocessSpec(size=None, shortest_edge=scaled, **common)
+    text = (f"{interpolation} resize to {scaled} px{' (squashed)' if mode == 'squash' else ''}, centre crop {height} px "
+            f"(crop_pct {crop_pct:g}), mean {', '.join(f'{v:g}' for v in mean)}, std {', '.join(f'{v:g}' for v in std)}")
+    if mode == "border":
+        text += "; its 'border' crop mode is approximated by a centre crop"
+    return spec, text
+
+
+def read_timm_config(raw: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """Check a timm ``config.json`` and return what loading needs, or refuse the model by name.
+
+    Returns ``architecture``, ``model_args``, ``id2label`` (from ``label_names``, else ImageNet-1k's
+    names for a 1000-class head), ``spec`` and ``spec_text`` (from ``pretrained_cfg``).
+    """
+    from .imagenet import IMAGENET_1K_LABELS
+
+    from .families import SUPPORTED_TEXT
+
+    architecture = str(raw.get("architecture") or "")
+    name = architecture.split(".")[0]
+    if not name.startswith(("vit_", "deit_")):
+        raise CheckpointError(f"{what} is timm's {architecture or 'unnamed model'}, not a ViT; this app cannot run it. "
+                              + SUPPORTED_TEXT)
+    for part, why in _TIMM_NAME_REFUSALS:
+        if part in name:
+            raise CheckpointError(f"{what} is timm's {architecture}: {why}, which this app cannot run exactly. "
+                                  + SUPPORTED_TEXT)
+    model_args = dict(raw.get("model_args") or {})
+    pool = model_args.get("global_pool", raw.get("global_pool", "token"))
+    if pool not in ("token", None, ""):
+        raise CheckpointError(f"{what} ({architecture}) pools with global_pool={pool!r}; the classic ViT classifies "
+                              "from the class token (global_pool='token'), the only pooling this app runs.")
+    if model_args.get("class_token") is False:
+        raise CheckpointError(f"{what} ({architecture}) has no class token (class_token=False); this app needs one.")
+    odd = sorted(k for k, v in model_args.items() if k not in _PLAIN_MODEL_ARGS and v not in (None, False, 0, ""))
+    if odd:
+        raise CheckpointError(f"{what} ({architecture}) is built with model_args this app does not run: "
+                              f"{', '.join(f'{k}={model_args[k]!r}' for k in odd)}. " + SUPPORTED_TEXT)
+    num_classes = int(raw.get("num_classes", model_args.get("num_classes", 0)) or 0)
+    labels = raw.get("label_names")
+    id2label: dict[int, str] | None = None
+    if isinstance(labels, (list, tuple)) and labels:
+        if num_classes and len(labels) != num_classes:
+            raise CheckpointError(f"{what}: label_names has {len(labels)} names but num_classes is {num_classes}.")
+        id2label = {i: str(n) for i, n in enumerate(labels)}
+    elif num_classes == 1000:
+        id2label = dict(enumerate(IMAGENET_1K_LABELS))
+    pretrained = raw.get("pretrained_cfg") or {}
+    spec, spec_text = _spec_from_pretrained_cfg(pretrained) if pretrained else (None, "")
+    return dict(architecture=architecture, model_args=model_args, id2label=id2label, spec=spec, spec_text=spec_text,
+                num_classes=num_classes)
+
+
 def from_timm_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     *,
@@ -32,6 +160,8 @@ def from_timm_state_dict(
     image_size: int | None = None,
     layer_norm_eps: float = 1e-6,
     id2label: Mapping[int, str] | None = None,
+    architecture: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
     _notes: list[str] | None = None,
 ) -> tuple[ViTConfig, dict[str, torch.Tensor]]:
     """Convert a timm ``vit_*`` state dict to (ViTConfig, Hugging Face state dict).
@@ -42,8 +172,10 @@ def from_timm_state_dict(
     ``vit.``, for a ViTForImageClassification); without a head (absent or 0 classes) the result is
     a ViTModel state dict, whose pooler is timm's ``pre_logits.fc`` if the model has one.
 
-    The weights do not record the head count: ``num_heads`` defaults to hidden size / 64, as in
-    every standard timm ViT (Ti: 3, S: 6, B: 12, L: 16). ``layer_norm_eps`` stays at timm's 1e-6.
+    The weights do not record the head count: without ``num_heads`` it comes from ``model_args``
+    (timm's config.json), the size in ``architecture`` (``vit_small_...`` -> 6), or timm's standard
+    widths (192 -> 3, 384 -> 6, 768 -> 12, 1024 and 1280 -> 16); any other width is refused with a
+    message asking for ``num_heads``, never guessed. ``layer_norm_eps`` stays at timm's 1e-6.
     ``image_size`` other than the one the weights were trained at interpolates the position
     embeddings to the new grid. Models that are not the classic ViT (average pooling, layer
     scale, distillation or register tokens, ...) raise CheckpointError naming the feature.
@@ -98,12 +230,7 @@ def from_timm_state_dict(
     if layer_ids != list(range(len(layer_ids))):
         raise CheckpointError(f"The timm blocks are not numbered 0..N-1: {layer_ids}.")
     if num_heads is None:
-        if hidden % 64:
-            raise CheckpointError(
-                f"Hidden size {hidden} is not a multiple of 64, so the head count cannot be assumed; pass num_heads=..."
-            )
-        num_heads = hidden // 64
-        notes.append(f"Assumed {num_heads} attention heads of 64 dimensions (timm weights do not record it).")
+        num_heads = timm_num_heads(hidden, model_args=model_args, architecture=architecture, notes=notes)
     fc1 = sd.get("blocks.0.mlp.fc1.weight")
     if fc1 is None:
         raise CheckpointError("blocks.0.mlp.fc1.weight is missing; this is not a timm ViT block.")

@@ -245,6 +245,7 @@ class ViTConfig:
             data["vit_explain_image_size"] = self.image_size
             data["image_size"] = self.position_embedding_size
         if self.model_type in ("dinov2", "dinov2_with_registers"):
-            data["mlp_ratio"] = self.intermediate_size / self.hidden_size
+            ratio = self.intermediate_size / self.hidden_size
+            data["mlp_ratio"] = int(ratio) if ratio == int(ratio) else ratio  # transformers wants an int when it is one
             data["use_swiglu_ffn"] = False
         return data

@@ -721,3 +721,65 @@ def test_download_from_the_hub_with_progress(fake_hub, tmp_path):
 def test_unknown_hub_repo(fake_hub, tmp_path):
     with pytest.raises(CheckpointError, match="no public model called 'someone/missing'"):
         load_checkpoint("someone/missing", cache_dir=tmp_path / "cache")
+
+
+def test_second_load_reuses_the_cache_without_asking_for_the_weights_again(fake_hub, tmp_path):
+    hub, model = fake_hub
+    load_checkpoint("someone/tiny-vit", cache_dir=tmp_path / "cache")
+    weight_requests = [r for r in hub.requests if "model.safetensors" in r]
+    assert weight_requests  # downloaded once
+    again = load_checkpoint("someone/tiny-vit", cache_dir=tmp_path / "cache")  # the server is still up
+    assert [r for r in hub.requests if "model.safetensors" in r] == weight_requests
+    with torch.no_grad():
+        assert torch.equal(again(pixels()).logits, model(pixels()).logits)
+
+
+@pytest.mark.parametrize("config,words", [
+    ({"model_type": "clip", "architectures": ["CLIPModel"]}, ["CLIP", "CLIPModel", "Supported:"]),
+    ({"model_type": "dinov2", "architectures": ["Dinov2Model"], "use_swiglu_ffn": True,
+      "hidden_size": 1536}, ["SwiGLU"]),
+    ({"architecture": "vit_base_patch16_siglip_224.webli", "num_classes": 0, "global_pool": "map"}, ["SigLIP"]),
+])
+def test_hub_refuses_an_unsupported_architecture_before_requesting_any_weights(tmp_path, monkeypatch, config, words):
+    from huggingface_hub import constants
+
+    big = b"\0" * 2_000_000  # stands for gigabytes of weights
+    hub = FakeHub("someone/other-model", {"config.json": json.dumps(config).encode(), "model.safetensors": big})
+    try:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        with pytest.raises(CheckpointError) as info:
+            load_checkpoint("someone/other-model", cache_dir=tmp_path / "cache")
+        assert all(w in str(info.value) for w in words), str(info.value)
+        assert any("config.json" in r for r in hub.requests)
+        assert not any("model.safetensors" in r for r in hub.requests), hub.requests
+    finally:
+        hub.close()
+
+
+def test_a_timm_repository_on_the_hub_loads_with_its_head_count_and_preprocessing(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from test_timm_configs import our_vit, timm_config, to_timm
+
+    model = our_vit(384, 6)
+    save_file(to_timm(model), tmp_path / "w.safetensors")
+    files = {"model.safetensors": (tmp_path / "w.safetensors").read_bytes(),
+             "config.json": json.dumps(timm_config("vit_small_patch16_224.dino", model)).encode()}
+    hub = FakeHub("timm/vit_small_patch16_224.dino", files)
+    try:
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
+        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        loaded = load_checkpoint("timm/vit_small_patch16_224.dino", cache_dir=tmp_path / "cache")
+    finally:
+        hub.close()
+    assert loaded.config.num_attention_heads == 6
+    assert tuple(loaded.preprocess_spec.image_mean) == (0.485, 0.456, 0.406)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels()).logits, model(pixels()).logits, atol=1e-5, rtol=0)

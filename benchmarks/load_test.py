@@ -118,6 +118,14 @@ def cpu_seconds(pids: list[int], children: bool = False) -> float:
     return total
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (every core, every process), from /proc/stat."""
+    with open("/proc/stat") as fh:
+        fields = [int(v) for v in fh.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def parse_cores(text: str) -> set[int]:
     cores = set()
     for part in text.split(","):
@@ -377,6 +385,7 @@ def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Ngin
     me = os.getpid()
     client_cpu0 = cpu_seconds([me], children=True)  # children: the browsers, once waited for
     events_before = [len(r.events()) for r in replicas]
+    busy0 = machine_busy_seconds()
     t0 = time.time()
     settings, wall = load(entry_url, n, args, base)
     server_cpu = cpu_seconds(server_pids()) - server_cpu0
@@ -394,6 +403,8 @@ def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Ngin
     sampler.stop()
     wall_all = time.time() - t0
     client_cpu = cpu_seconds([me], children=True) - client_cpu0
+    server_cpu_all = cpu_seconds(server_pids()) - server_cpu0  # to the same moment as the machine's figure
+    others_cpu = max(0.0, machine_busy_seconds() - busy0 - server_cpu_all - client_cpu)
 
     records = settings.records
     latencies = [r.seconds for r in records if not r.error]
@@ -446,6 +457,7 @@ def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Ngin
         "isolation_unchecked": unchecked,
         "server_cpu_s": server_cpu, "server_cores_used": server_cpu / wall, "client_cpu_s": client_cpu,
         "client_cores_used": client_cpu / wall_all,
+        "other_processes_cpu_s": others_cpu, "other_processes_cores_used": others_cpu / wall_all,
         "server_peak_rss_mb": [p / 2**20 for p in sampler.peaks],
         "script_runs": len(runs), "script_run_thread_cpu_p50_s": percentile([e["thread_cpu"] for e in runs], .5),
         "browser_page_ready": {"n": len(page_ready), "p50_s": percentile(page_ready, .5),
@@ -485,6 +497,8 @@ def print_level(level: dict, budget: float) -> None:
           f"+ browsers) CPU {level['client_cpu_s']:.1f} s = {level['client_cores_used']:.2f} cores; peak RSS per replica "
           f"{', '.join(f'{m:.0f} MB' for m in level['server_peak_rss_mb'])}; {level['script_runs']} script runs, "
           f"thread CPU p50 {level['script_run_thread_cpu_p50_s']:.3f} s")
+    print(f"    other processes on this machine meanwhile: {level['other_processes_cpu_s']:.1f} s CPU = "
+          f"{level['other_processes_cores_used']:.2f} cores (should be near 0 for a clean measurement)")
     b = level["browser_page_ready"]
     if b["n"]:
         print(f"    Chromium page ready (end to end, {b['n']} page visits): p50 {b['p50_s']:.2f} s, p95 {b['p95_s']:.2f} s")

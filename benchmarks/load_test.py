@@ -382,6 +382,7 @@ def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Ngin
         browser_proc = subprocess.Popen(["nice", "-n", "5"] + command, cwd=ROOT, start_new_session=True,
                                         stdout=subprocess.DEVNULL, stderr=open(folder / f"browsers-{n}.log", "w"))
     server_cpu0 = cpu_seconds(server_pids())
+    nginx_cpu0 = cpu_seconds(process_tree(nginx.proc.pid)) if nginx else 0.0
     me = os.getpid()
     client_cpu0 = cpu_seconds([me], children=True)  # children: the browsers, once waited for
     events_before = [len(r.events()) for r in replicas]
@@ -389,6 +390,7 @@ def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Ngin
     t0 = time.time()
     settings, wall = load(entry_url, n, args, base)
     server_cpu = cpu_seconds(server_pids()) - server_cpu0
+    nginx_cpu = cpu_seconds(process_tree(nginx.proc.pid)) - nginx_cpu0 if nginx else 0.0
     browsers = {"records": [], "errors": []}
     if browser_proc is not None:
         try:
@@ -455,7 +457,7 @@ def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Ngin
         "max_s": max(latencies) if latencies else float("nan"), "by_kind": by_kind,
         "errors": errors, "isolation_mismatches": mismatches, "isolation_checked": len(latencies) - unchecked,
         "isolation_unchecked": unchecked,
-        "server_cpu_s": server_cpu, "server_cores_used": server_cpu / wall, "client_cpu_s": client_cpu,
+        "server_cpu_s": server_cpu, "server_cores_used": server_cpu / wall, "nginx_cpu_s": nginx_cpu, "client_cpu_s": client_cpu,
         "client_cores_used": client_cpu / wall_all,
         "other_processes_cpu_s": others_cpu, "other_processes_cores_used": others_cpu / wall_all,
         "server_peak_rss_mb": [p / 2**20 for p in sampler.peaks],
@@ -505,7 +507,7 @@ def print_level(level: dict, budget: float) -> None:
     if level["affinity"] is not None:
         a = level["affinity"]
         print(f"    affinity: {a['students_checked']} students checked, {len(a['moved'])} not on exactly one replica; "
-              f"students per replica {a['students_per_replica']}")
+              f"students per replica {a['students_per_replica']}; nginx CPU {level['nginx_cpu_s']:.1f} s (in the server CPU)")
         for line in a["moved"][:10]:
             print("      ", line)
 

@@ -611,6 +611,10 @@ def test_parameter_formula_and_known_checkpoints():
         "google/vit-base-patch16-224-in21k": count_parameters(768, 12, 3072, 16, 224, pooler=True),
         "facebook/deit-tiny-patch16-224": count_parameters(192, 12, 768, 16, 224, classes=1000),
         "facebook/deit-small-patch16-224": count_parameters(384, 12, 1536, 16, 224, classes=1000),
+        "facebook/dino-vitb16": count_parameters(768, 12, 3072, 16, 224, pooler=True),
+        # DINOv2-S/14: position embeddings for 518 px (37 x 37), a mask token and two layer scales a layer
+        "facebook/dinov2-small": count_parameters(384, 12, 1536, 14, 518) + 384 + 12 * 2 * 384,
+        "facebook/dinov2-with-registers-small": count_parameters(384, 12, 1536, 14, 518) + 384 + 12 * 2 * 384 + 4 * 384,
     }
     assert set(expected) <= set(KNOWN_CHECKPOINTS)
     for repo_id, params in expected.items():

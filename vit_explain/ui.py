@@ -404,7 +404,8 @@ def _choose_model() -> str | None:
 
         info = KNOWN_CHECKPOINTS[choice[4:]]
         st.sidebar.caption(f"{info.description} {info.num_parameters / 1e6:.1f}M parameters; "
-                           f"downloads about {info.download_mb:.0f} MB once, then comes from the cache.")
+                           f"downloads about {info.download_mb:.0f} MB once, then comes from the cache."
+                           + (f" Preprocessing: {info.preprocessing_note}" if info.preprocessing_note else ""))
     if choice == LOCAL:
         path = st.sidebar.text_input(
             "Folder with config.json and model.safetensors", key=_persisted("local_path", None, ""),

@@ -16,6 +16,9 @@ class KnownCheckpoint:
     num_parameters: int
     download_mb: float
     num_labels: int  # 0: no classifier head (a ViTModel)
+    #: Which preprocessing the app uses for it and why, where the repository's preprocessor_config.json
+    #: differs from the model's own training evaluation ("" when they agree).
+    preprocessing_note: str = ""
 
     @property
     def has_classifier(self) -> bool:
@@ -56,6 +59,9 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
             5_717_416,
             23,
             1000,
+            "The app uses the repository's preprocessor_config.json, as transformers does, so its numbers match transformers'; "
+            "DeiT's own evaluation kept the picture's shape (shortest side to 256 px, centre 224 crop) where "
+            "the processor squashes it to 256 x 256 first; the same ImageNet mean/std and bicubic resize.",
         ),
         KnownCheckpoint(
             "facebook/deit-small-patch16-224",
@@ -64,6 +70,43 @@ KNOWN_CHECKPOINTS: dict[str, KnownCheckpoint] = {
             22_050_664,
             88,
             1000,
+            "The app uses the repository's preprocessor_config.json, as transformers does, so its numbers match transformers'; "
+            "DeiT's own evaluation kept the picture's shape (shortest side to 256 px, centre 224 crop) where "
+            "the processor squashes it to 256 x 256 first; the same ImageNet mean/std and bicubic resize.",
+        ),
+        KnownCheckpoint(
+            "facebook/dino-vitb16",
+            "DINO ViT-B/16 (self-supervised, no head)",
+            "ViT-Base trained without labels by self-distillation (DINO, Caron et al. 2021): its CLS "
+            "attention maps outline objects. No classifier.",
+            86_389_248,
+            346,
+            0,
+            "The app uses the repository's preprocessor_config.json, as transformers does, so its numbers match transformers'; "
+            "DINO's own evaluation resized the shortest side to 256 px and cropped 224; the processor "
+            "squashes the picture to 224 x 224 (same ImageNet mean/std).",
+        ),
+        KnownCheckpoint(
+            "facebook/dinov2-small",
+            "DINOv2 ViT-S/14 (self-supervised, no head)",
+            "DINOv2 small (384 wide, 6 heads, 14-pixel patches, layer scale): position embeddings "
+            "trained for 518 px, resized to the 16 x 16 grid of its 224 px crop. No classifier.",
+            22_056_576,
+            88,
+            0,
+            "The app uses the repository's preprocessor (shortest side 256 px, centre 224 crop, ImageNet "
+            "mean/std), the same as DINOv2's own evaluation.",
+        ),
+        KnownCheckpoint(
+            "facebook/dinov2-with-registers-small",
+            "DINOv2 ViT-S/14 with 4 registers (no head)",
+            "DINOv2 small trained with 4 register tokens (Darcet et al. 2023): extra tokens that take "
+            "over the global bookkeeping that otherwise lands on a few background patches.",
+            22_058_112,
+            88,
+            0,
+            "The app uses the repository's preprocessor (shortest side 256 px, centre 224 crop, ImageNet "
+            "mean/std), the same as DINOv2's own evaluation.",
         ),
     )
 }

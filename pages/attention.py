@@ -7,10 +7,12 @@ projection (ViTSelfOutput). Changing the layer, the head or the query never reru
 the layer's taps come from ``run.layer`` (cached) and the pictures from the caches below.
 """
 
+import json
+
 import numpy as np
 import streamlit as st
 
-from vit_explain import analysis, ui
+from vit_explain import ViTConfig, analysis, ui
 from vit_explain.charts import attention as charts
 from vit_explain.charts.common import clicked_patch
 from vit_explain.model import ViTAttention, ViTSelfAttention, ViTSelfOutput
@@ -22,7 +24,7 @@ PAGE = "pages/attention.py"
 @st.cache_data(max_entries=64, show_spinner=False)
 def query_tiles(digest, source, config_json, layer: int, query: int, stretch: bool, _image, _probs):
     """Where every head of ``layer`` looks from ``query``: (tiles, maps [H, g, g], to_cls [H], zmax)."""
-    grid = int(round((_probs.shape[-1] - 1) ** 0.5))
+    grid = ViTConfig.from_dict(json.loads(config_json)).grid_size
     maps, to_cls = charts.query_maps(_probs, query, grid)
     zmax = float(maps.max()) if stretch and maps.max() > 0 else 1.0
     return charts.overlay_tiles(_image, maps, 0.0, zmax), maps, to_cls, zmax
@@ -30,7 +32,7 @@ def query_tiles(digest, source, config_json, layer: int, query: int, stretch: bo
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def cls_tiles(digest, source, config_json, layer: int, stretch: bool, _image, _probs):
-    grid = int(round((_probs.shape[-1] - 1) ** 0.5))
+    grid = ViTConfig.from_dict(json.loads(config_json)).grid_size
     maps, to_self = charts.cls_maps(_probs, grid)
     zmax = float(maps.max()) if stretch and maps.max() > 0 else 1.0
     return charts.overlay_tiles(_image, maps, 0.0, zmax), maps, to_self, zmax

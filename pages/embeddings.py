@@ -2,10 +2,12 @@
 
 from functools import partial
 
+import json
+
 import numpy as np
 import streamlit as st
 
-from vit_explain import model as vit, ui
+from vit_explain import ViTConfig, model as vit, ui
 from vit_explain.charts import embeddings as charts
 
 SELECTED = "emb:selected"
@@ -14,7 +16,8 @@ SELECTED = "emb:selected"
 @st.cache_data(max_entries=4, show_spinner=False)
 def position_similarity(source: str, config_json: str, _position: np.ndarray) -> np.ndarray:
     """Cosine similarity of every pair of patch position embeddings, [N, N] (depends only on the model)."""
-    return charts.cosine_matrix(_position[1:])
+    g = ViTConfig.from_dict(json.loads(config_json)).grid_size
+    return charts.cosine_matrix(_position[-g * g:])  # the patches' rows, after CLS and any other prefix
 
 
 run = ui.sidebar()

@@ -51,7 +51,7 @@ def rollout(digest: str, source: str, config_json: str, fusion: str, discard: fl
             grid: int) -> dict:
     """CLS rollout map and the last layer's raw CLS map, both as shares of the patches, one colour range."""
     rolled = analysis.cls_rollout_map(analysis.attention_rollout(_attn, head_fusion=fusion, discard_ratio=discard), grid)
-    raw = _attn[-1].mean(axis=0)[0, 1:].reshape(grid, grid)
+    raw = _attn[-1].mean(axis=0)[0, -grid * grid:].reshape(grid, grid)  # patches: the last g*g tokens
     rolled, raw = analysis.normalise_map(rolled, "sum"), analysis.normalise_map(raw, "sum")
     return {"rollout": charts.f32(rolled), "raw": charts.f32(raw), "scale": analysis.shared_scale(rolled, raw)}
 

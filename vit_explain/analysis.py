@@ -103,17 +103,16 @@ def _grid_from_count(n: int, what: str) -> int:
 def _split_patches(num_tokens: int, grid: int | None, what: str) -> tuple[int, int]:
     """Return ``(first_patch_index, grid)`` for a token axis of length ``num_tokens``.
 
-    With ``grid`` given, ``num_tokens`` may be ``g*g`` (patches only) or ``g*g + 1`` (CLS first).
+    With ``grid`` given, the patches are the last ``g*g`` tokens and any tokens before them are
+    prefix tokens (CLS; also a distillation token or registers: ``config.num_prefix_tokens``).
     Without it, a length that is a square plus one is read as CLS + patches, a square as patches.
     """
     if grid is not None:
-        if num_tokens == grid * grid + 1:
-            return 1, grid
-        if num_tokens == grid * grid:
-            return 0, grid
+        if num_tokens >= grid * grid:
+            return num_tokens - grid * grid, grid
         raise ValueError(
             f"{what}: {num_tokens} tokens do not fit a {grid}x{grid} grid "
-            f"(expected {grid * grid} patches, or {grid * grid + 1} with CLS)"
+            f"(expected {grid * grid} patches, after any prefix tokens)"
         )
     g = math.isqrt(num_tokens - 1) if num_tokens > 1 else 0
     if num_tokens > 1 and g * g == num_tokens - 1:
@@ -290,9 +289,9 @@ def cls_rollout_map(rollout: Any, grid: int | None = None) -> np.ndarray:
     T = r.shape[-1]
     if grid is None:
         grid = _grid_from_count(T - 1, "cls_rollout_map")
-    elif T != grid * grid + 1:
-        raise ValueError(f"cls_rollout_map: {T} tokens is not CLS + a {grid}x{grid} grid")
-    row = r[..., 0, 1:]
+    elif T < grid * grid + 1:
+        raise ValueError(f"cls_rollout_map: {T} tokens is not CLS (+ prefix tokens) + a {grid}x{grid} grid")
+    row = r[..., 0, T - grid * grid:]  # the patches are the last g*g tokens, after CLS and any other prefix
     total = row.sum(-1, keepdims=True)
     row = np.divide(row, total, out=np.zeros_like(row), where=total != 0)
     return row.reshape(r.shape[:-2] + (grid, grid))
@@ -486,7 +485,7 @@ def token_norms(hidden_states: Sequence[Any]) -> np.ndarray:
 
 
 def high_norm_mask(
-    norms: Any, k: float = 5.0, min_ratio: float = 2.0, skip_cls: bool = True
+    norms: Any, k: float = 5.0, min_ratio: float = 2.0, skip_cls: bool = True, num_prefix_tokens: int = 1
 ) -> np.ndarray:
     """Boolean mask of high-norm artefact tokens (Darcet et al., 2023), same shape as ``norms``.
 
@@ -495,13 +494,15 @@ def high_norm_mask(
     median absolute deviation, 1.4826 makes it a standard deviation for Gaussian data) *and* above
     ``min_ratio * median``. The second condition stops a tight, healthy distribution from
     flagging tokens that are only slightly larger. With ``skip_cls`` token 0 is neither judged nor
-    counted in the statistics (the CLS token lives on another scale).
+    counted in the statistics (the CLS token lives on another scale); with ``num_prefix_tokens``
+    above 1 the other prefix tokens (distillation token, registers) are skipped too, so only patch
+    tokens are judged.
     """
     n = _np(norms)
     if n.ndim not in (1, 2):
         raise ValueError(f"high_norm_mask: expected [T] or [L+1, T], got {n.shape}")
     rows = n.reshape(-1, n.shape[-1])
-    start = 1 if skip_cls else 0
+    start = max(1, int(num_prefix_tokens)) if skip_cls else 0
     body = rows[:, start:]
     med = np.median(body, axis=1, keepdims=True)
     mad = np.median(np.abs(body - med), axis=1, keepdims=True) * 1.4826
@@ -512,14 +513,14 @@ def high_norm_mask(
 
 
 def high_norm_outliers(
-    norms: Any, k: float = 5.0, min_ratio: float = 2.0, skip_cls: bool = True
+    norms: Any, k: float = 5.0, min_ratio: float = 2.0, skip_cls: bool = True, num_prefix_tokens: int = 1
 ) -> np.ndarray:
     """Token indices (CLS = 0) flagged by :func:`high_norm_mask`, ascending.
 
     For ``[L+1, T]`` input, a token is listed if it is flagged after any layer; use the mask for
     the per-layer picture.
     """
-    mask = high_norm_mask(norms, k=k, min_ratio=min_ratio, skip_cls=skip_cls)
+    mask = high_norm_mask(norms, k=k, min_ratio=min_ratio, skip_cls=skip_cls, num_prefix_tokens=num_prefix_tokens)
     if mask.ndim == 2:
         mask = mask.any(axis=0)
     return np.flatnonzero(mask)

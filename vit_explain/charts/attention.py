@@ -130,8 +130,8 @@ def colorbar_trace(title: str, zmin: float, zmax: float, colorscale: str = ATTEN
 def patch_grid(row: np.ndarray, grid: int) -> np.ndarray:
     """The patch part of one attention row ``[T]`` (CLS first) as a ``[g, g]`` map."""
     row = np.asarray(row)
-    start = row.shape[-1] - grid * grid
-    if start not in (0, 1):
+    start = row.shape[-1] - grid * grid  # the patches are the last g*g tokens, after any prefix tokens
+    if start < 0:
         raise ValueError(f"{row.shape[-1]} tokens do not fit a {grid}x{grid} grid")
     return row[..., start:].reshape(row.shape[:-1] + (grid, grid))
 
@@ -143,7 +143,7 @@ def query_maps(probs: np.ndarray, query_patch: int, grid: int) -> tuple[np.ndarr
     attention weights from the query patch's row over the patches, and the weight it gives CLS.
     """
     probs = np.asarray(probs)
-    token = 1 + int(query_patch)
+    token = probs.shape[-1] - grid * grid + int(query_patch)  # after CLS and any other prefix tokens
     rows = probs[:, token, :]  # [H, T]
     return patch_grid(rows, grid), rows[:, 0]
 

@@ -197,9 +197,9 @@ def token_norms_figure(norms: np.ndarray, mask: np.ndarray, grid: int, *, relati
 def cls_attention_maps(attentions: np.ndarray, grid: int) -> np.ndarray:
     """CLS query's attention on each patch, averaged over heads, per layer: [L, g, g] (raw weights)."""
     a = np.asarray(attentions, dtype=np.float32)
-    if a.ndim != 4 or a.shape[-1] != grid * grid + 1:
-        raise ValueError(f"cls_attention_maps: expected [L, H, T, T] with T = {grid * grid + 1}, got {a.shape}")
-    return f32(a[:, :, 0, 1:].mean(axis=1).reshape(a.shape[0], grid, grid))
+    if a.ndim != 4 or a.shape[-1] < grid * grid + 1:
+        raise ValueError(f"cls_attention_maps: expected [L, H, T, T] with T >= {grid * grid + 1}, got {a.shape}")
+    return f32(a[:, :, 0, -grid * grid:].mean(axis=1).reshape(a.shape[0], grid, grid))  # patches are the last g*g
 
 
 def cls_attention_facets(maps: np.ndarray, *, relative: bool, cols: int = 6, cell: int = 170) -> go.Figure:

@@ -106,7 +106,7 @@ def activation_stats(pre: np.ndarray, post: np.ndarray, tol: float = NEAR_ZERO) 
 def active_share_map(post: np.ndarray, grid: int, tol: float = NEAR_ZERO) -> np.ndarray:
     """For each patch, the share of its M hidden units that the activation left on (> tol): [g, g]."""
     post = np.asarray(post, dtype=np.float32)
-    share = (post[1:] > tol).mean(axis=1)
+    share = (post[-grid * grid:] > tol).mean(axis=1)  # the patch tokens, after CLS and any other prefix
     return f32(share.reshape(grid, grid))
 
 
@@ -189,7 +189,7 @@ def update_ratio_figure(image: np.ndarray, ratio: np.ndarray, grid: int) -> go.F
     """The per-patch update ratio over the picture (CLS excluded); click layer added by the page."""
     size = int(image.shape[0])
     step = size / grid
-    values = f32(np.asarray(ratio)[1:].reshape(grid, grid))
+    values = f32(np.asarray(ratio)[-grid * grid:].reshape(grid, grid))
     fig = go.Figure(picture_trace(image))
     fig.add_trace(go.Heatmap(z=values, x0=step / 2 - 0.5, dx=step, y0=step / 2 - 0.5, dy=step, zmin=0.0,
                              zmax=float(max(values.max(), 1e-6)), colorscale="Viridis", opacity=0.55,

@@ -29,9 +29,9 @@ def cls_attention_map(attention_layer: np.ndarray, grid: int) -> np.ndarray:
     dropped) and returned as ``[grid, grid]`` float32.
     """
     a = np.asarray(attention_layer, dtype=np.float64)
-    if a.ndim != 3 or a.shape[-1] != grid * grid + 1 or a.shape[-2] != a.shape[-1]:
-        raise ValueError(f"expected [H, {grid * grid + 1}, {grid * grid + 1}], got {a.shape}")
-    row = a[:, 0, 1:].mean(axis=0)
+    if a.ndim != 3 or a.shape[-1] < grid * grid + 1 or a.shape[-2] != a.shape[-1]:
+        raise ValueError(f"expected [H, T, T] with T >= {grid * grid + 1}, got {a.shape}")
+    row = a[:, 0, -grid * grid:].mean(axis=0)  # the patches are the last g*g tokens
     total = row.sum()
     row = row / total if total > 0 else np.zeros_like(row)
     return f32(row.reshape(grid, grid))

@@ -1,0 +1,51 @@
+"""Every page runs on each new member of the ViT family (AppTest, a small random checkpoint on disk).
+
+The checkpoints are written by transformers' save_pretrained, as the Hub serves them, and opened
+with the sidebar's "local" model source: distilled DeiT (CLS + distillation token), DINOv2 (layer
+scale, resized position embeddings) and DINOv2 with registers (CLS + 4 register tokens).
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from app_helpers import open_app
+
+transformers = pytest.importorskip("transformers")
+
+PAGES = ["pages/overview.py", "pages/patching.py", "pages/embeddings.py", "pages/attention.py",
+         "pages/mlp.py", "pages/layers.py", "pages/prediction.py"]
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4)
+
+
+def checkpoint(family, folder):
+    if family == "distilled_deit":
+        model = transformers.DeiTForImageClassificationWithTeacher(
+            transformers.DeiTConfig(**SMALL, intermediate_size=48, image_size=32, patch_size=8, num_labels=3))
+    elif family == "dinov2":
+        model = transformers.Dinov2Model(transformers.Dinov2Config(**SMALL, image_size=56, patch_size=14, mlp_ratio=2))
+    else:
+        model = transformers.Dinov2WithRegistersModel(transformers.Dinov2WithRegistersConfig(
+            **SMALL, image_size=56, patch_size=14, mlp_ratio=2, num_register_tokens=4))
+    model.save_pretrained(folder)
+    return folder
+
+
+def png():
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 80, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("family", ["distilled_deit", "dinov2", "dinov2_registers"])
+def test_every_page_runs_on_the_family(tmp_path, family):
+    folder = checkpoint(family, tmp_path / family)
+    at = open_app("local", local_path=str(folder), upload=("p.png", png(), "image/png"))
+    for page in PAGES:
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        errors = [e.value for e in at.error]
+        assert not errors, (page, errors)

@@ -33,11 +33,12 @@ def depth(digest: str, source: str, config_json: str, _core: dict, grid: int, pa
     hidden, attn = _core["hidden_states"], _core["attentions"]
     norms = analysis.token_norms(hidden)
     n = grid * grid
+    prefix = norms.shape[-1] - n  # CLS and any other prefix tokens (distillation, registers)
     uniform = np.full((1, n, n), 1.0 / n)
     return {
         "norms": charts.f32(norms),
-        "outlier_mask": analysis.high_norm_mask(norms),
-        "outliers": analysis.high_norm_outliers(norms),
+        "outlier_mask": analysis.high_norm_mask(norms, num_prefix_tokens=prefix),  # patches judged, not registers
+        "outliers": analysis.high_norm_outliers(norms, num_prefix_tokens=prefix),
         "similarity": charts.f32(analysis.layer_similarity(hidden)),
         "cls_maps": charts.cls_attention_maps(attn, grid),
         "distance": charts.f32(analysis.attention_distance_all(attn, grid, patch_size)),
@@ -132,13 +133,14 @@ st.subheader("Token norms, layer by layer")
 def norms_view():
     relative = st.toggle("Divide each layer by its median patch norm", value=False, key="layers:norms_relative",
                          help="The whole stream grows with depth; relative norms make a layer's outliers stand out.")
-    ui.plot(charts.token_norms_figure(d["norms"], d["outlier_mask"], g, relative=relative), key="layers:norms")
+    ui.plot(charts.token_norms_figure(d["norms"], d["outlier_mask"], g, relative=relative,
+                                      prefix_names=cfg.prefix_token_names()), key="layers:norms")
 
 
 norms_view()
 outliers = [int(t) for t in d["outliers"]]
 if outliers:
-    names = ", ".join(charts.token_labels(T, g)[t] for t in outliers[:12]) + (" ..." if len(outliers) > 12 else "")
+    names = ", ".join(charts.token_labels(T, g, cfg.prefix_token_names())[t] for t in outliers[:12]) + (" ..." if len(outliers) > 12 else "")
     st.warning(f"{len(outliers)} high-norm outlier token{'s' if len(outliers) != 1 else ''} (ringed): {names}. "
                "Darcet et al. (2023, *Vision Transformers Need Registers*) found that large trained ViTs park "
                "global information in a few unimportant background patches, whose norms then explode.",
@@ -148,6 +150,16 @@ else:
                "layer by a robust z-score and at least twice the median). Large trained ViTs often have a few: "
                "Darcet et al. (2023, *Vision Transformers Need Registers*) show they are background patches "
                "recycled as scratch space for global information.")
+
+if cfg.num_register_tokens:
+    final = d["norms"][-1]
+    register_norm = float(np.median(final[cfg.num_prefix_tokens - cfg.num_register_tokens:cfg.num_prefix_tokens]))
+    patch_norm = float(np.median(final[cfg.num_prefix_tokens:]))
+    st.info(f"This model has {cfg.num_register_tokens} **register tokens** (squares, right after CLS). They are "
+            "learned extra tokens that belong to no patch: the model can write image-wide notes into them. "
+            "Without them, a big trained ViT overwrites a few background patches for that job, and those are the "
+            "high-norm rings above. After the last layer the registers' median norm is "
+            f"{register_norm:.3g}, the patches' {patch_norm:.3g}.", icon=":material/inventory_2:")
 
 # ---- CLS attention through the layers
 @st.fragment

@@ -620,3 +620,23 @@ def test_shared_scale():
     assert hi > lo
     assert an.shared_scale(np.array([np.nan])) == (0.0, 1.0)
     assert an.shared_scale(torch.tensor([2.0, 3.0])) == (2.0, 3.0)
+
+
+def test_prefix_tokens_beyond_cls_are_not_patches():
+    """CLS + 4 registers + a 2x2 grid: every analysis reads the last 4 tokens as the patches."""
+    from vit_explain import analysis as an
+
+    rng = np.random.default_rng(0)
+    T, g = 1 + 4 + 4, 2
+    att = rng.random((3, T, T))
+    att /= att.sum(-1, keepdims=True)
+    row = att[0][0, 5:]
+    np.testing.assert_allclose(an.cls_rollout_map(att[0], g).ravel(), row / row.sum())
+    distance = an.attention_distance_map(att, g, 1)
+    patches = att[:, 5:, 5:] / att[:, 5:, 5:].sum(-1, keepdims=True)
+    d = np.array([[0, 1, 1, 2 ** 0.5], [1, 0, 2 ** 0.5, 1], [1, 2 ** 0.5, 0, 1], [2 ** 0.5, 1, 1, 0]])
+    np.testing.assert_allclose(distance.reshape(3, 4), (patches * d).sum(-1))
+    # register tokens with huge norms are not judged as artefact patches; a huge patch is
+    norms = np.array([1.0, 50, 50, 50, 50, 1, 1, 1, 1] + [1] * 12 + [40.0])
+    mask = an.high_norm_mask(norms, num_prefix_tokens=5)
+    assert list(np.flatnonzero(mask)) == [len(norms) - 1]

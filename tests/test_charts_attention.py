@@ -123,7 +123,12 @@ def test_cls_maps_take_row_zero():
 
 def test_patch_grid_rejects_wrong_token_counts():
     with pytest.raises(ValueError, match="grid"):
-        A.patch_grid(np.zeros(12), 3)
+        A.patch_grid(np.zeros(8), 3)  # fewer tokens than patches
+
+
+def test_patch_grid_takes_the_last_g2_tokens_after_any_prefix():
+    row = np.arange(12.0)  # CLS, a distillation token and a register, then a 3x3 grid
+    np.testing.assert_array_equal(A.patch_grid(row, 3), np.arange(3.0, 12.0).reshape(3, 3))
 
 
 def test_uniform_distance_by_hand_and_matches_analysis():

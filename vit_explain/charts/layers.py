@@ -152,25 +152,28 @@ def layer_similarity_figure(similarity: np.ndarray) -> go.Figure:
 
 
 # ------------------------------------------------------------------------------- token norms
-def token_labels(num_tokens: int, grid: int) -> list[str]:
-    """Readable names: "CLS", then "patch k (row r, col c)"."""
-    out = ["CLS"]
-    for k in range(num_tokens - 1):
+def token_labels(num_tokens: int, grid: int, prefix_names: list[str] | None = None) -> list[str]:
+    """Readable names: the prefix tokens ("CLS", "DIST", "REG0" ...), then "patch k (row r, col c)"."""
+    out = list(prefix_names or ["CLS"])
+    for k in range(num_tokens - len(out)):
         r, c = divmod(k, grid)
         out.append(f"patch {k} (row {r}, col {c})")
     return out
 
 
-def token_norms_figure(norms: np.ndarray, mask: np.ndarray, grid: int, *, relative: bool = False) -> go.Figure:
+def token_norms_figure(norms: np.ndarray, mask: np.ndarray, grid: int, *, relative: bool = False,
+                       prefix_names: list[str] | None = None) -> go.Figure:
     """Heatmap layers x tokens of token norms; flagged high-norm tokens marked with a ring.
 
     ``relative`` divides each layer's row by the median norm of its patch tokens, so outliers stand
-    out even though the whole stream grows with depth.
+    out even though the whole stream grows with depth. ``prefix_names`` (default ["CLS"]) names the
+    tokens before the patches; register tokens ("REG...") get a square marker on every layer.
     """
     norms = f32(norms)
     Lp1, T = norms.shape
+    prefix = list(prefix_names or ["CLS"])
     if relative:
-        body = norms[:, 1:] if T > 1 else norms
+        body = norms[:, len(prefix):] if T > len(prefix) else norms
         med = np.median(body, axis=1, keepdims=True)
         shown = f32(np.divide(norms, med, out=np.ones_like(norms), where=med > 0))
         bar, hover = "‖token‖ / layer median", "after layer %{y}, token %{x}: %{z:.2f} x the median<extra></extra>"
@@ -187,9 +190,19 @@ def token_norms_figure(norms: np.ndarray, mask: np.ndarray, grid: int, *, relati
                                  name="high-norm outlier", showlegend=True,
                                  hovertemplate="outlier: token %{x} after layer %{y}<extra></extra>"))
         fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"))
+    registers = [i for i, name in enumerate(prefix) if name.startswith("REG")]
+    if registers:
+        xs = np.repeat(np.asarray(registers, dtype=np.int32), Lp1)
+        ys = np.tile(np.arange(Lp1, dtype=np.int32), len(registers))
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name="register token",
+                                 marker=dict(symbol="square-open", size=9, color="#ffffff", line=dict(width=2)),
+                                 hovertemplate="register token %{x} after layer %{y}<extra></extra>"))
+        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"))
     fig.update_yaxes(autorange="reversed", dtick=1 if Lp1 <= 25 else None)
     fig.update_xaxes(range=[-0.5, T - 0.5])
-    return style(fig, "Token norms after every layer (token 0 = CLS, then patches row by row)",
+    first = ", ".join(prefix) if len(prefix) <= 3 else f"{prefix[0]}, {prefix[1]} ... {prefix[-1]}"
+    return style(fig, f"Token norms after every layer (tokens {first}, then patches row by row)"
+                 if len(prefix) > 1 else "Token norms after every layer (token 0 = CLS, then patches row by row)",
                  height=max(300, 26 * Lp1 + 140), x_title="token", y_title="layer (0 = embeddings)")
 
 

@@ -197,3 +197,34 @@ def test_unsupported_architectures_are_refused_by_name(tmp_path, config, words):
     message = str(info.value)
     assert all(w in message for w in words), message
     assert "Supported:" in message
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_resample_keeps_the_prefix_tokens(tmp_path, family):
+    """The sidebar's sliders (patch size, image size, heads, layers) work on every family."""
+    from vit_explain.weights import resample
+
+    theirs, size = FAMILIES[family]()
+    theirs.save_pretrained(tmp_path)
+    ours = load_checkpoint(tmp_path)
+    # heads and layers: the same numbers as transformers' first layer(s)
+    fewer = resample(ours, num_layers=1)
+    assert fewer.config.num_prefix_tokens == ours.config.num_prefix_tokens
+    want = reference(theirs, pixels(size))
+    with torch.no_grad():
+        torch.testing.assert_close(fewer(pixels(size), output_hidden_states=True).hidden_states[1],
+                                   want.hidden_states[1], atol=1e-5, rtol=0)
+    # patch and image size: new grids, the prefix tokens kept in front
+    patch = ours.config.patch_size
+    for changes in ({"image_size": 2 * size}, {"patch_size": patch // 2}, {"patch_size": patch // 2, "image_size": 2 * size}):
+        changed = resample(ours, **changes)
+        config = changed.config
+        x = pixels(config.image_size, batch=1)
+        with torch.no_grad():
+            out = changed(x, output_attentions=True)
+        assert out.last_hidden_state.shape[1] == config.num_prefix_tokens + config.grid_size ** 2
+        assert torch.isfinite(out.last_hidden_state).all()
+        save_checkpoint(changed, tmp_path / f"r{len(changes)}{config.patch_size}")
+        again = load_checkpoint(tmp_path / f"r{len(changes)}{config.patch_size}")
+        with torch.no_grad():
+            torch.testing.assert_close(again(x).last_hidden_state, out.last_hidden_state, atol=1e-6, rtol=0)

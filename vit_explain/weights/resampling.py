@@ -49,15 +49,20 @@ def resize_patch_kernel(kernel: torch.Tensor, new_patch_size: int, *, method: st
     return rearrange(new_flat, "(h w) (d c) -> d c h w", h=new_patch_size, d=d, c=c).to(kernel.dtype)
 
 
-def interpolate_position_embeddings(position_embeddings: torch.Tensor, new_grid: int) -> torch.Tensor:
-    """[1, 1 + g*g, D] -> [1, 1 + new_grid^2, D]: the CLS entry kept, the patch grid resized bicubically."""
+def interpolate_position_embeddings(position_embeddings: torch.Tensor, new_grid: int, *,
+                                    num_prefix: int = 1) -> torch.Tensor:
+    """[1, S + g*g, D] -> [1, S + new_grid^2, D]: the S prefix rows kept, the patch grid resized bicubically.
+
+    ``num_prefix`` is the number of prefix tokens that have a position embedding: 1 (CLS), or 2
+    for DeiT's CLS + distillation token (register tokens have none).
+    """
     tokens = position_embeddings.shape[1]
-    grid = math.isqrt(tokens - 1)
-    if grid * grid != tokens - 1:
-        raise ValueError(f"position embeddings with {tokens} tokens are not CLS + a square grid")
+    grid = math.isqrt(tokens - num_prefix)
+    if grid * grid != tokens - num_prefix:
+        raise ValueError(f"position embeddings with {tokens} tokens are not {num_prefix} prefix rows + a square grid")
     if new_grid == grid:
         return position_embeddings.clone()
-    cls, patches = position_embeddings[:, :1], position_embeddings[:, 1:]
+    cls, patches = position_embeddings[:, :num_prefix], position_embeddings[:, num_prefix:]
     image = rearrange(patches.double(), "1 (gh gw) d -> 1 d gh gw", gh=grid)
     resized = F.interpolate(image, size=(new_grid, new_grid), mode="bicubic", align_corners=False,
                             antialias=new_grid < grid)  # smooth first when shrinking
@@ -115,6 +120,9 @@ def resample(
                 f"num_layers must be between 1 and {config.num_hidden_layers} (the trained depth), got {num_layers}."
             )
         changes["num_hidden_layers"] = int(num_layers)
+    if config.position_embedding_size is not None and new_patch != config.patch_size:
+        # the embeddings' own grid (DINOv2) no longer fits the new patches: resize them to the image's grid once
+        changes["position_embedding_size"] = None
     new_config = config.replace(**changes)  # validates patch/image divisibility with a clear message
 
     prefix = "vit." if isinstance(model, ViTForImageClassification) else ""
@@ -122,9 +130,10 @@ def resample(
     kernel_key = f"{prefix}embeddings.patch_embeddings.projection.weight"
     if new_patch != config.patch_size:
         state[kernel_key] = resize_patch_kernel(state[kernel_key], new_patch, method=kernel_resize)
-    if new_config.grid_size != config.grid_size:
+    if new_config.position_grid_size != config.position_grid_size:  # DINOv2 resizes on the fly otherwise
         pos_key = f"{prefix}embeddings.position_embeddings"
-        state[pos_key] = interpolate_position_embeddings(state[pos_key], new_config.grid_size)
+        state[pos_key] = interpolate_position_embeddings(state[pos_key], new_config.position_grid_size,
+                                                         num_prefix=1 + int(config.use_distillation_token))
     if new_config.num_hidden_layers < config.num_hidden_layers:
         layer = re.compile(rf"^{re.escape(prefix)}encoder\.layer\.(\d+)\.")
         state = {
@@ -143,7 +152,8 @@ def resample(
     new.preprocess_spec = _spec_for_size(spec, config, new_config)
     new.source = getattr(model, "source", "model")
     if changes:
-        what = ", ".join(f"{k.replace('num_attention_heads', 'heads').replace('num_hidden_layers', 'layers')} {v}" for k, v in changes.items())
+        what = ", ".join(f"{k.replace('num_attention_heads', 'heads').replace('num_hidden_layers', 'layers')} {v}"
+                         for k, v in changes.items() if k != "position_embedding_size")
         new.source += f" (resampled: {what})"
     new.load_notes = list(getattr(model, "load_notes", []))
     return new

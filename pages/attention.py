@@ -221,6 +221,23 @@ ui.plot(charts.overlay_facets(
     f"Layer {layer}: attention of the CLS token over the {g}x{g} patches, per head", zmax=czmax,
     cols=H if H <= 6 else (6 if H <= 24 else 8), cell=200, hover_label="weight"), key="attn:cls")
 
+prefix_names = cfg.prefix_token_names()
+final_norms = np.linalg.norm(run.core["hidden_states"][-1], axis=-1)  # [T] after the last layer
+artefacts = analysis.high_norm_mask(final_norms, num_prefix_tokens=len(prefix_names))[len(prefix_names):]
+ui.plot(charts.cls_destination_bars(charts.cls_destinations(probs, prefix_names, g, artefacts),
+                                    f"Layer {layer}: where the CLS token's attention goes, per head"), key="attn:cls_dest")
+if cfg.num_register_tokens:
+    st.caption(f"This model has {cfg.num_register_tokens} register tokens: spare tokens with no patch of their own. "
+               "Compare with the same family without registers (facebook/dinov2-small against "
+               "facebook/dinov2-with-registers-small): there, late layers send much of CLS's attention to a few "
+               "high-norm background patches, which the model uses as scratch space; here that share moves to the "
+               "registers and the patch map above stays on the object (Darcet et al. 2023).")
+else:
+    st.caption("Red: high-norm patches after the last layer (see the Layer stack page). In big trained ViTs without "
+               "register tokens, CLS often sends much of its attention to such background patches: the model has "
+               "turned them into scratch space. Models with registers (facebook/dinov2-with-registers-small) get "
+               "spare tokens for that job, and their share moves there instead.")
+
 st.header("How focused is each head?")
 entropy, distance, uniform = head_stats(run.digest, run.source, run.config_json, layer, g, P, probs)
 left, right = st.columns(2)

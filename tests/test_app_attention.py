@@ -58,10 +58,11 @@ def test_page_at_vit_b16_defaults(vit_b):
     assert 'rearrange(x, "b t (h d) -> b h t d", h=12)' in text or "b t (h d) -> b h t d" in at.code[0].value
     assert any("b h i d, b h j d -> b h i j" in c.value for c in at.code)
     titles = _titles(at)
-    assert len(titles) == 11, titles
+    assert len(titles) == 12, titles
     for part in ("Click a patch", "where each head looks from query patch 105 (row 7, col 7)", "Q, K and V",
                  "Scores q·kᵀ/√d", "Attention = softmax(scores)", "attention of the CLS token",
-                 "Attention entropy per head", "Mean attention distance per head", "head's share"):
+                 "Attention entropy per head", "Mean attention distance per head", "head's share",
+                 "where the CLS token's attention goes"):
         assert any(part in t for t in titles), part
     # a page's figures stay well under 2 MB at ViT-B/16
     assert _payload(at) < 1_600_000, _payload(at)
@@ -123,7 +124,7 @@ def test_tiny_model_one_head_one_layer_uploaded_image():
     assert "`[1, 5, 64]`" in text and "`[1, 1, 5, 64]`" in text and "`[1, 1, 5, 5]`" in text
     assert "the only one" in text  # one layer, one head: no sliders to move
     assert len(at.get("select_slider")) == len(at.sidebar.select_slider)
-    assert len(_titles(at)) == 11
+    assert len(_titles(at)) == 12
     assert "query patch 3 (row 1, col 1)" in _title_with(at, "where each head looks")
     at.number_input(key="attn:query_input").set_value(0).run()
     assert not at.exception

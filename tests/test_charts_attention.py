@@ -309,3 +309,25 @@ def test_vit_b_sized_figures_stay_small():
     ]
     total = sum(figure_bytes(f) for f in figs)
     assert total < 1_600_000, total
+
+
+def test_cls_destinations_split_the_cls_row_by_token_group():
+    rng = np.random.default_rng(0)
+    names = ["CLS", "REG0", "REG1", "REG2"]
+    T = len(names) + 9
+    probs = rng.random((2, T, T))
+    probs /= probs.sum(-1, keepdims=True)
+    artefacts = np.zeros(9, dtype=bool)
+    artefacts[4] = True
+    groups = A.cls_destinations(probs, names, 3, artefacts)
+    assert list(groups) == ["CLS itself", "register tokens", "high-norm patches", "other patches"]
+    np.testing.assert_allclose(sum(groups.values()), 1.0, atol=1e-6)
+    np.testing.assert_allclose(groups["register tokens"], probs[:, 0, 1:4].sum(-1), atol=1e-6)
+    np.testing.assert_allclose(groups["high-norm patches"], probs[:, 0, 4 + 4], atol=1e-6)
+    # a classic ViT: CLS and patches only; the figure stacks one bar per head
+    plain = A.cls_destinations(probs[:, 3:, 3:] / probs[:, 3:, 3:].sum(-1, keepdims=True), ["CLS"], 3)
+    assert list(plain) == ["CLS itself", "other patches"]
+    fig = A.cls_destination_bars(groups, "where CLS looks")
+    assert fig.layout.barmode == "stack" and len(fig.data) == 4
+    with pytest.raises(ValueError):
+        A.cls_destinations(probs, ["CLS"], 3)  # 13 tokens are not CLS + 9 patches

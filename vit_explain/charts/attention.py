@@ -396,6 +396,48 @@ def token_matrix(matrix: np.ndarray, title: str, *, kind: str, zmax: float = 1.0
     return style(fig, title, height=height, x_title="key " + axis, y_title="query " + axis)
 
 
+def cls_destinations(probs: np.ndarray, prefix_names: list[str], grid: int,
+                     artefacts: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Where the CLS token's attention goes, per head: shares that sum to 1 over the groups.
+
+    ``probs`` [H, T, T] with the prefix tokens named by ``prefix_names`` first ("CLS", "DIST",
+    "REG0" ...) and the g*g patches last. ``artefacts``: a [g*g] boolean mask of high-norm patch
+    tokens, counted as their own group. Returns {group name: [H] shares}, groups with no tokens left out.
+    """
+    a = np.asarray(probs, dtype=np.float64)[:, 0, :]  # [H, T], the CLS row
+    n = grid * grid
+    start = a.shape[-1] - n
+    if start < 1 or len(prefix_names) != start:
+        raise ValueError(f"{a.shape[-1]} tokens do not fit {len(prefix_names)} prefix tokens + a {grid}x{grid} grid")
+    names = list(prefix_names)
+    groups = {"CLS itself": a[:, 0]}
+    if "DIST" in names:
+        groups["distillation token"] = a[:, names.index("DIST")]
+    registers = [i for i, name in enumerate(names) if name.startswith("REG")]
+    if registers:
+        groups["register tokens"] = a[:, registers].sum(axis=1)
+    patches = a[:, start:]
+    mask = np.zeros(n, dtype=bool) if artefacts is None else np.asarray(artefacts, dtype=bool).reshape(n)
+    if mask.any():
+        groups["high-norm patches"] = patches[:, mask].sum(axis=1)
+    groups["other patches"] = patches[:, ~mask].sum(axis=1)
+    return {k: f32(v) for k, v in groups.items()}
+
+
+def cls_destination_bars(groups: dict[str, np.ndarray], title: str, height: int = 340) -> go.Figure:
+    """Stacked bars per head: the share of the CLS token's attention each group of tokens receives."""
+    colours = {"CLS itself": "#888888", "distillation token": "#b279a2", "register tokens": "#f58518",
+               "high-norm patches": "#e45756", "other patches": "#4c78a8"}
+    fig = go.Figure()
+    for name, share in groups.items():
+        heads = [f"h{h}" for h in range(len(share))]
+        fig.add_trace(go.Bar(x=heads, y=share, name=name, marker_color=colours.get(name, "#72b7b2"),
+                             hovertemplate=f"%{{x}}: %{{y:.1%}} to {name}<extra></extra>"))
+    fig.update_layout(barmode="stack", legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1.0, xanchor="right"))
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    return style(fig, title, height=height, x_title="head", y_title="share of CLS attention")
+
+
 def entropy_bars(entropy: np.ndarray, num_tokens: int, title: str, *, chosen: int | None = None,
                  height: int = 340) -> go.Figure:
     """Attention entropy of each head (nats) with ``log T`` (attention spread evenly) as a reference."""

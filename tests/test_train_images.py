@@ -1,0 +1,194 @@
+"""Training on real pictures: the ImageFolder reader, the augmentation, the loop and the command line.
+
+The pictures are made here (two classes a small ViT tells apart in a few steps: a red or a blue
+square somewhere on dark noise), written as PNG files in the ImageFolder layout, as a
+folder and as a .tar.gz, so nothing depends on the CIFAR-10 archive.
+"""
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vit_explain.imagefolder import load_image_folder
+from vit_explain.train import augment, default_config, evaluate_split, main, train_images
+
+CLASSES = ["blue", "red"]
+
+
+def _picture(label: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    image = rng.integers(0, 60, size=(size, size, 3), dtype=np.uint8)  # dark noise
+    y, x = rng.integers(0, size - 6, size=2)
+    image[y : y + 6, x : x + 6] = (230, 40, 40) if label else (40, 40, 230)
+    return image
+
+
+def _write_folder(root: Path, per_class: dict[str, int], seed: int = 0, split_folders: bool = True) -> None:
+    rng = np.random.default_rng(seed)
+    for split, n in per_class.items():
+        for label, name in enumerate(CLASSES):
+            folder = (root / split / name) if split_folders else (root / name)
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.fromarray(_picture(label, rng)).save(folder / f"{split}{i:04d}.png")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("toy") / "toy"
+    _write_folder(root, {"train": 96, "test": 32})
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_tar(data_dir: Path) -> Path:
+    path = data_dir.parent / "toy.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(data_dir, arcname="toy")
+    return path
+
+
+def _tiny_config(num_labels: int = 2):
+    return default_config(image_size=16, patch_size=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2).replace(
+        id2label=dict(enumerate(CLASSES)), num_labels=num_labels
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def test_folder_and_archive_read_the_same(data_dir, data_tar):
+    a, b = load_image_folder(data_dir), load_image_folder(data_tar)
+    assert a.classes == b.classes == CLASSES
+    assert a.train.images.shape == (192, 16, 16, 3) and a.train.images.dtype == np.uint8
+    assert a.test.images.shape == (64, 16, 16, 3)
+    assert np.array_equal(a.train.images, b.train.images) and np.array_equal(a.train.labels, b.train.labels)
+    assert np.array_equal(a.test.labels, b.test.labels)
+    assert np.bincount(a.train.labels).tolist() == [96, 96]
+    assert not a.held_out_from_train
+    # a label is the class folder the picture came from: "red" pictures are redder than blue
+    red = a.train.images[a.train.labels == 1].mean(axis=(0, 1, 2))
+    blue = a.train.images[a.train.labels == 0].mean(axis=(0, 1, 2))
+    assert red[0] > red[2] + 10 and blue[2] > blue[0] + 10
+
+
+def test_one_folder_is_split_deterministically(tmp_path):
+    _write_folder(tmp_path / "flat", {"x": 100}, split_folders=False)
+    first = load_image_folder(tmp_path / "flat", held_out_fraction=0.2)
+    second = load_image_folder(tmp_path / "flat", held_out_fraction=0.2)
+    assert first.held_out_from_train
+    assert len(first.train) + len(first.test) == 200
+    assert 20 <= len(first.test) <= 60  # about 20 %, decided by a hash of each path
+    assert np.array_equal(first.test.images, second.test.images)
+    # no picture is in both parts
+    train_rows = {row.tobytes() for row in first.train.images}
+    assert not any(row.tobytes() in train_rows for row in first.test.images)
+
+
+def test_limit_resize_and_errors(data_dir, tmp_path):
+    small = load_image_folder(data_dir, limit_per_class=5, image_size=8)
+    assert small.train.images.shape == (10, 8, 8, 3) and small.test.images.shape == (10, 8, 8, 3)
+    with pytest.raises(FileNotFoundError, match="no data at"):
+        load_image_folder(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="ImageFolder layout"):
+        load_image_folder(tmp_path / "empty")
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def test_augment_crops_and_flips_windows_of_the_padded_picture():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(64, 12, 12, 3), dtype=np.uint8)
+    out = augment(images, np.random.default_rng(1), pad=2)
+    assert out.shape == images.shape and out.dtype == np.uint8
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    flips = 0
+    for i in range(len(images)):
+        windows = [padded[i, y : y + 12, x : x + 12] for y in range(5) for x in range(5)]
+        plain = any(np.array_equal(out[i], w) for w in windows)
+        flipped = any(np.array_equal(out[i], w[:, ::-1]) for w in windows)
+        assert plain or flipped, f"picture {i} is not a (flipped) crop"
+        flips += flipped and not plain
+    assert 15 <= flips <= 49  # about half are flipped
+    assert not np.array_equal(out, images)  # something moved
+    # no padding: only flips
+    same = augment(images, np.random.default_rng(1), pad=0)
+    assert all(np.array_equal(s, o) or np.array_equal(s, o[:, ::-1]) for s, o in zip(same, images))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def test_training_learns_and_resumes_exactly(data_dir, tmp_path):
+    data = load_image_folder(data_dir)
+    config = _tiny_config()
+    untrained = evaluate_split(_fresh(config), data.test, 2)
+    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu", eval_n=0, log=lambda _: None)
+    model, history = train_images(config, data, **kwargs)
+    assert [r["epoch"] for r in history] == list(range(1, 7))
+    assert history[-1]["loss"] < history[0]["loss"] - 0.1
+    trained = evaluate_split(model, data.test, 2)
+    assert trained["top1"] >= 0.85 and trained["top1"] >= untrained["top1"] + 0.25
+    assert sum(map(sum, trained["confusion"])) == len(data.test)
+    assert trained["per_class"] == pytest.approx(
+        [row[i] / sum(row) for i, row in enumerate(trained["confusion"])]
+    )
+
+    # interrupted after 2 epochs, then started again with the same arguments: the same weights
+    state = tmp_path / "state.pt"
+    partial, partial_history = train_images(config, data, state_path=state, stop_after_epochs=2, **kwargs)
+    assert len(partial_history) == 2 and state.exists()
+    resumed, resumed_history = train_images(config, data, state_path=state, **kwargs)
+    assert [r["epoch"] for r in resumed_history] == list(range(1, 7))
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def _fresh(config):
+    from vit_explain import ViTForImageClassification
+
+    model = ViTForImageClassification(config)
+    model.init_weights(seed=5)
+    return model.eval()
+
+
+def test_command_line_writes_a_checkpoint_transformers_reads(data_tar, tmp_path, capsys):
+    out = tmp_path / "model"
+    code = main([
+        "--recipe", "cifar10", "--data", str(data_tar), "--out", str(out), "--epochs", "2", "--image-size", "16",
+        "--patch-size", "4", "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
+        "--batch-size", "64", "--threads", "1", "--log-every", "2",
+    ])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "ETA" in printed and "held-out top-1 on all 64 pictures" in printed
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "evaluation.json", "confusion_matrix.csv"} <= names
+    assert "train_state.pt" not in names  # the resumable state is removed once the run is complete
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["classes"] == CLASSES and evaluation["n"] == 64
+    csv = (out / "confusion_matrix.csv").read_text().splitlines()
+    assert csv[0].endswith("blue,red") and len(csv) == 3
+
+    transformers = pytest.importorskip("transformers")
+    from vit_explain.preprocess import load_image, to_pixel_values
+    from vit_explain.weights import load_checkpoint
+
+    ours = load_checkpoint(out)
+    theirs = transformers.ViTForImageClassification.from_pretrained(str(out)).eval()
+    processor = transformers.ViTImageProcessor.from_pretrained(str(out))
+    picture = Image.fromarray(_picture(1, np.random.default_rng(9)))
+    path = tmp_path / "p.png"
+    picture.save(path)
+    x_ours = to_pixel_values(load_image(path), ours.preprocess_spec)
+    x_theirs = processor(images=picture, return_tensors="pt")["pixel_values"]
+    assert torch.allclose(x_ours, x_theirs, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(ours(x_ours).logits, theirs(x_theirs).logits, atol=1e-5)
+    assert theirs.config.id2label == {0: "blue", 1: "red"}

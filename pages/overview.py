@@ -32,7 +32,9 @@ cols[0].metric("Weights", "trained" if run.trained else "random", help=getattr(r
 cols[1].metric("Parameters", charts.human(root.params), help=f"{root.params:,} numbers learned in training")
 cols[2].metric("FLOPs per image", charts.human(root.flops),
                help="Floating-point operations of the matrix products for one image (a multiply-add counts 2).")
-cols[3].metric("Tokens", f"{cfg.num_tokens}", help=f"{cfg.grid_size} x {cfg.grid_size} patches + 1 CLS token")
+cols[3].metric("Tokens", f"{cfg.num_tokens}", help=f"{cfg.grid_size} x {cfg.grid_size} patches + "
+               + ("1 CLS token" if cfg.num_prefix_tokens == 1 else f"{cfg.num_prefix_tokens} prefix tokens ("
+                  + ", ".join(cfg.prefix_token_names()) + ")"))
 cols[4].metric("Layers x heads", f"{cfg.num_hidden_layers} x {cfg.num_attention_heads}",
                help=f"hidden size D = {cfg.hidden_size}, {cfg.head_dim} numbers per head, MLP size {cfg.intermediate_size}")
 cols[5].metric("Output", "classes" if predicts else "features",

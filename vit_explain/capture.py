@@ -6,29 +6,32 @@ hands back a :class:`Trace`. The hooks are removed before ``trace`` returns (eve
 forward pass raises), and the tensors of each call live in that call's own recorder, reached
 through a :class:`contextvars.ContextVar`, so many threads can trace one shared model at once.
 
-Tap names (``i`` is the layer index, 0-based)::
+Tap names (``i`` is the layer index, 0-based). T = S + N tokens: S = ``config.num_prefix_tokens``
+prefix tokens (CLS first; then DeiT's distillation token; then register tokens) followed by the N
+patches, so the patches are always the last N tokens::
 
     patches                 [B, N, C*P*P]  raw pixels of each patch, flattened (c, p1, p2)
     patch_embeddings        [B, N, D]      patches after the linear projection (the strided conv)
     cls_token               [B, 1, D]      the learned CLS token, one per image
-    tokens_with_cls         [B, T, D]      CLS prepended to the patch embeddings (T = N + 1)
-    position_embeddings     [1, T, D]      the learned position embeddings
+    tokens_with_cls         [B, T, D]      CLS (and any other prefix tokens) before the patch embeddings
+    position_embeddings     [1, T, D]      the position embeddings added, on this image's grid (resized
+                                           when trained on another; a zero row for each register token)
     embeddings              [B, T, D]      tokens + position embeddings = hidden_states[0]
     layer.i.layernorm_before  [B, T, D]    pre-norm before attention
     layer.i.q / .k / .v       [B, H, T, d] queries, keys, values split into heads (d = D / H)
     layer.i.scores            [B, H, T, T] q.k / sqrt(d), before the softmax
     layer.i.probs             [B, H, T, T] softmax(scores): each row sums to 1 = attentions[i]
     layer.i.context           [B, T, D]    probs @ v, heads concatenated again
-    layer.i.attention_output  [B, T, D]    context after the output projection (ViTSelfOutput)
+    layer.i.attention_output  [B, T, D]    context after the output projection (ViTSelfOutput), before layer scale
     layer.i.residual          [B, T, D]    first residual: layer input + attention output
     layer.i.layernorm_after   [B, T, D]    pre-norm before the MLP
     layer.i.mlp_pre_act       [B, T, M]    first MLP projection, before the activation
     layer.i.mlp_post_act      [B, T, M]    after the activation (GELU by default)
-    layer.i.mlp_output        [B, T, D]    second MLP projection, back to D
+    layer.i.mlp_output        [B, T, D]    second MLP projection, back to D (before layer scale, if any)
     layer.i.output            [B, T, D]    residual + MLP output = hidden_states[i + 1]
     layernorm               [B, T, D]      final layer norm = last_hidden_state
     pooler                  [B, D]         tanh(dense(CLS)) (models with a pooler)
-    logits                  [B, K]         classifier output (classification models)
+    logits                  [B, K]         classifier output (distilled DeiT: mean of its two heads)
 """
 
 from __future__ import annotations

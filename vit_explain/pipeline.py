@@ -49,7 +49,8 @@ def check_token_budget(config: ViTConfig) -> None:
     if config.num_tokens > MAX_TOKENS:
         grid = int((MAX_TOKENS - 1) ** 0.5)
         raise ValueError(
-            f"{config.grid_size}x{config.grid_size} patches + CLS = {config.num_tokens} tokens is more than the "
+            f"{config.grid_size}x{config.grid_size} patches + {config.num_prefix_tokens} prefix token"
+            f"{'s' if config.num_prefix_tokens > 1 else ''} = {config.num_tokens} tokens is more than the "
             f"{MAX_TOKENS} this app allows (a {grid}x{grid} grid): each attention map has tokens^2 entries, so "
             f"memory grows with the square of the token count. Use a larger patch size or a smaller image."
         )

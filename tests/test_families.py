@@ -105,6 +105,11 @@ def test_parity_from_a_state_dict_and_a_single_file(tmp_path, family):
     if family.startswith("dinov2"):
         assert bare.config.layerscale_value == 1.0 and bare.config.use_mask_token
     assert bare.config.num_prefix_tokens == {"distilled_deit": 2, "dinov2": 1, "dinov2_registers": 5}[family]
+    from vit_explain.weights import describe
+
+    info = describe(bare)
+    assert info["prefix_tokens"][0] == "CLS" and len(info["prefix_tokens"]) == bare.config.num_prefix_tokens
+    assert info["num_tokens"] == bare.config.num_prefix_tokens + bare.config.num_patches
     assert_matches(bare, theirs, pixels(size))
 
 

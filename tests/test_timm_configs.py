@@ -206,3 +206,26 @@ def test_converted_timm_model_matches_transformers(tmp_path):
     assert theirs.config.num_attention_heads == 6
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixels()).logits, theirs(pixel_values=pixels()).logits, atol=1e-5, rtol=0)
+
+
+def test_timm_config_given_as_config_for_a_state_dict_or_file(tmp_path):
+    """timm's config.json passed as config= is read as timm's (heads from its architecture), not as ViTConfig's defaults."""
+    model = our_vit(384, 6)
+    raw = timm_config("vit_small_patch16_224.augreg_in21k", model, label_names=["a", "b", "c", "d"])
+    save_file(to_timm(model), tmp_path / "w.safetensors")
+    for source in (to_timm(model), tmp_path / "w.safetensors"):
+        loaded = load_checkpoint(source, config=raw)
+        assert loaded.config.num_attention_heads == 6 and loaded.config.id2label[3] == "d"
+        assert_same(loaded, model)
+
+
+def test_a_config_without_a_head_count_is_not_given_twelve(tmp_path):
+    model = our_vit(192, 3)
+    config = {k: v for k, v in model.config.to_dict().items() if k != "num_attention_heads"}
+    loaded = load_checkpoint(dict(model.state_dict()), config=config)
+    assert loaded.config.num_attention_heads == 3
+    assert_same(loaded, model)
+    odd = our_vit(320, 5)
+    config = {k: v for k, v in odd.config.to_dict().items() if k != "num_attention_heads"}
+    with pytest.raises(CheckpointError, match="num_heads="):
+        load_checkpoint(dict(odd.state_dict()), config=config)

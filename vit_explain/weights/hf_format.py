@@ -116,11 +116,15 @@ def _infer_config(base: Mapping[str, torch.Tensor], *, num_heads: int | None, no
         raise CheckpointError(f"the weights' shapes do not make a valid ViT config: {exc}") from exc
 
 
-def _as_config(config: ViTConfig | Mapping[str, Any]) -> ViTConfig:
+def _as_config(config: ViTConfig | Mapping[str, Any], notes: list[str] | None = None) -> ViTConfig:
     if isinstance(config, ViTConfig):
         return config
+    data = dict(config)
+    if "num_attention_heads" not in data and "hidden_size" in data:
+        # a hand-written config without a head count: the standard widths, never ViTConfig's default of 12
+        data["num_attention_heads"] = heads_for_width(int(data["hidden_size"]), "The config", notes if notes is not None else [])
     try:
-        return ViTConfig.from_dict(dict(config))
+        return ViTConfig.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise CheckpointError(f"the config cannot build a ViT: {exc}") from exc
 
@@ -148,8 +152,12 @@ def _model_from_state_dict(
     (DINOv2: 518 trained, 224 run), as its preprocessor says.
     """
     state = _rename_new_transformers_keys(dict(state_dict), notes)
+    if isinstance(config, Mapping) and is_timm_config(config):  # timm's config.json given as config=
+        timm, config = check_config(config, what), None
+    elif isinstance(config, Mapping):
+        check_hf_config(config, what)
     if _looks_like_timm_vit(state) and not _looks_like_hf_vit(state):
-        cfg = _as_config(config) if config is not None else None
+        cfg = _as_config(config, notes) if config is not None else None
         timm = dict(timm or {})
         converted_config, state = from_timm_state_dict(
             state,
@@ -188,7 +196,7 @@ def _model_from_state_dict(
         cfg = _infer_config(base, num_heads=num_heads, notes=notes, model_type=model_type)
     else:
         try:
-            cfg = _as_config(config)
+            cfg = _as_config(config, notes)
         except CheckpointError as exc:
             raise CheckpointError(f"{what}: {exc}" + (f" {config_hint}" if config_hint else "")) from exc
         if num_heads is not None and num_heads != cfg.num_attention_heads:

@@ -52,6 +52,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
         "patch_size": config.patch_size,
         "grid_size": config.grid_size,
         "num_tokens": config.num_tokens,
+        "model_type": config.model_type,
+        "prefix_tokens": config.prefix_token_names(),  # CLS first, then distillation / register tokens
         "layer_norm_eps": config.layer_norm_eps,
         "has_pooler": base.pooler is not None,
         "is_classifier": is_classifier,

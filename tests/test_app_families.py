@@ -67,3 +67,17 @@ def test_register_tokens_are_shown_on_the_layer_and_attention_pages(tmp_path):
     where = next(s for s in specs if "where the CLS token's attention goes" in s["layout"]["title"]["text"])
     assert [trace["name"] for trace in where["data"]][:2] == ["CLS itself", "register tokens"]
     assert any("register tokens" in c.value and "dinov2-small" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("family", ["distilled_deit", "dinov2_registers"])
+def test_the_sidebar_sliders_work_on_the_family(tmp_path, family):
+    """Patch size, image size, heads and layers change a prefix-token model without breaking a page."""
+    folder = checkpoint(family, tmp_path / family)
+    at = open_app("local", local_path=str(folder), page="pages/attention.py")
+    patch = 4 if family == "distilled_deit" else 7  # a new grid for either model
+    for key, value in (("patch_size", patch), ("num_heads", 2), ("num_layers", 1)):
+        at.sidebar.select_slider(key=f"w:{key}").set_value(value).run()
+        assert not at.exception, (key, [e.value for e in at.exception])
+        assert not at.error, (key, [e.value for e in at.error])
+    at.switch_page("pages/layers.py").run()
+    assert not at.exception and not at.error

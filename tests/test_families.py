@@ -157,6 +157,14 @@ def test_dinov2_runs_at_its_preprocessors_crop(tmp_path):
     assert ours.config.num_tokens == 1 + 16 * 16
     assert any("224" in n and "518" in n for n in ours.load_notes)
     assert_matches(ours, theirs, pixels(224, batch=1))
+    # another patch size: the 37x37 embeddings no longer fit 16-pixel patches; resized once to the new grid
+    from vit_explain.weights import resample
+
+    sixteen = resample(ours, patch_size=16)
+    assert sixteen.config.position_embedding_size is None and sixteen.config.grid_size == 14
+    assert sixteen.embeddings.position_embeddings.shape[1] == 1 + 14 * 14
+    with torch.no_grad():
+        assert torch.isfinite(sixteen(pixels(224, batch=1)).last_hidden_state).all()
     # saved and read back by transformers with the embeddings' true size
     save_checkpoint(ours, tmp_path / "ours")
     assert transformers.Dinov2Model.from_pretrained(tmp_path / "ours").config.image_size == 518

@@ -519,7 +519,7 @@ def _choose_config(source: str, base_config: ViTConfig) -> ViTConfig:
         help="The picture is resized to this square before it is cut into patches.",
     )
     patches = [p for p in _divisors(image_size, 2, image_size // 2 if image_size >= 4 else image_size)
-               if (image_size // p) ** 2 + 1 <= MAX_TOKENS] or [image_size]
+               if (image_size // p) ** 2 + base_config.num_prefix_tokens <= MAX_TOKENS] or [image_size]
     patch_size = st.sidebar.select_slider(
         "Patch size (pixels)", patches, key=_persisted("patch_size", patches, base_config.patch_size),
         help=f"Only sizes that divide the image evenly and keep at most {MAX_TOKENS} tokens are offered.",
@@ -556,9 +556,11 @@ def _choose_config(source: str, base_config: ViTConfig) -> ViTConfig:
                 f"one is {grid}x{grid}, so the position embeddings are interpolated and accuracy usually drops. To change "
                 f"the patch size and keep the grid, set the image size to {trained_grid} x patch."
             )
+    # position embeddings trained on their own grid (DINOv2) are resized once when the patch changes
+    own_grid = {"position_embedding_size": None} if patch_size != base_config.patch_size else {}
     config = base_config.replace(
         image_size=image_size, patch_size=patch_size, hidden_size=hidden, num_attention_heads=heads,
-        num_hidden_layers=layers, intermediate_size=mlp,
+        num_hidden_layers=layers, intermediate_size=mlp, **own_grid,
     )
     return config
 

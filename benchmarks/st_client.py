@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -123,10 +124,13 @@ def _user_key(widget_id: str) -> str:
 class StreamlitSession:
     """One browser tab talking to a Streamlit server (see the module docstring)."""
 
-    def __init__(self, base_url: str, timeout: float = 120.0, fetch_media: bool = True, name: str = ""):
+    def __init__(self, base_url: str, timeout: float = 120.0, fetch_media: bool = True, fetch_assets: bool = True,
+                 name: str = ""):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.fetch_media = fetch_media
+        self.fetch_assets = fetch_assets
+        self.asset_bytes = 0
         self.name = name
         self.http = requests.Session()
         self.ws: websocket.WebSocket | None = None
@@ -156,9 +160,18 @@ class StreamlitSession:
 
     # ------------------------------------------------------------------ connect
     def open(self, page: str = "") -> Interaction:
-        """Load the page, connect the websocket and run the script once (what opening the tab does)."""
-        start = time.perf_counter()
-        for path in (f"/{page}", "/_stcore/health", "/_stcore/host-config"):
+        """Load the page and its front end, connect the websocket and run the script once.
+
+        Timed like every interaction from the first message on the websocket; the HTML, the front end's
+        scripts (those index.html names and the Plotly chunk: about 7 MB that a browser fetches once,
+        then caches) and Streamlit's health and host-config requests come first, as in a browser.
+        """
+        index = self._get(f"/{page}")
+        if index.status_code != 200:
+            raise ProtocolError(f"GET /{page}: HTTP {index.status_code}")
+        if self.fetch_assets:
+            self.asset_bytes += self._fetch_front_end(index.text)
+        for path in ("/_stcore/health", "/_stcore/host-config"):
             response = self._get(path)
             if response.status_code != 200:
                 raise ProtocolError(f"GET {path}: HTTP {response.status_code}")
@@ -174,7 +187,23 @@ class StreamlitSession:
         upstream = (self.ws.getheaders() or {}).get("x-upstream")
         if upstream:
             self.upstreams.add(upstream)
-        return self._rerun("open", page_name=page, start=start)
+        return self._rerun("open", page_name=page)
+
+    def _fetch_front_end(self, html: str) -> int:
+        """GET the scripts, styles and fonts index.html names, and the Plotly chunk; return the bytes read."""
+        paths = list(dict.fromkeys(re.findall(r'(?:src|href)="\./(static/[^"]+)"', html)))
+        main = next((p for p in paths if re.search(r"static/js/index\.[^/]+\.js$", p)), None)
+        total = 0
+        for path in paths:
+            response = self._get("/" + path)
+            if response.status_code != 200:
+                raise ProtocolError(f"GET /{path}: HTTP {response.status_code}")
+            total += len(response.content)
+            if path == main:
+                plotly = re.search(r"PlotlyChart\.[\w-]+\.js", response.text)
+                if plotly:
+                    paths.append(f"static/js/{plotly.group(0)}")
+        return total
 
     def close(self) -> None:
         if self.ws is not None:

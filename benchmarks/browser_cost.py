@@ -5,7 +5,10 @@
 
 Chrome DevTools' ``Performance.getMetrics`` (through Playwright's CDP session) reports the time the
 page's renderer main thread spent on tasks (``TaskDuration``), running JavaScript (``ScriptDuration``)
-and on layout and style (``LayoutDuration``, ``RecalcStyleDuration``), cumulative, in seconds. Read
+and on layout and style (``LayoutDuration``, ``RecalcStyleDuration``), cumulative, in seconds; these
+are wall-clock durations of the main thread's tasks, so they are only the browser's own CPU on a
+quiet machine: the CPU time of that thread (``ThreadTime``) and of the whole renderer process
+(``ProcessTime``, with its compositor and raster threads) are printed beside them. Read
 before a click in the sidebar's navigation and again once the page is ready (see browser_session.py:
 script run finished, every Plotly chart drawn, nothing changing for 400 ms), the difference is what
 drawing that page cost the browser. The readiness poll itself (a short query every 200 ms) is part of
@@ -35,7 +38,7 @@ from browser_session import CHROMIUM, CHROMIUM_ARGS, choose_random_weights, goto
 from load_test import Replica, parse_cores  # noqa: E402
 
 BUDGET_S = 1.0
-METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration")
+METRICS = ("TaskDuration", "ScriptDuration", "LayoutDuration", "RecalcStyleDuration", "ThreadTime", "ProcessTime")
 
 
 async def metrics(cdp) -> dict[str, float]:
@@ -73,11 +76,130 @@ async def measure(url: str, model: str, timeout: float) -> list[dict]:
                     row = {"page": title, "slug": slug, "visit": visit, "charts": charts}
                     row.update({name: after[name] - before[name] for name in METRICS})
                     rows.append(row)
-                    print(f"  {title:28s} {visit:8s} task {row['TaskDuration']:6.2f} s, script {row['ScriptDuration']:6.2f} s, "
-                          f"layout {row['LayoutDuration']:5.2f} s, style {row['RecalcStyleDuration']:5.2f} s ({charts} charts)",
-                          flush=True)
+                    print(f"  {title:26s} {visit:8s} task {row['TaskDuration']:5.2f} s, script {row['ScriptDuration']:5.2f} s, "
+                          f"layout {row['LayoutDuration']:4.2f} s, style {row['RecalcStyleDuration']:4.2f} s; main-thread CPU "
+                          f"{row['ThreadTime']:5.2f} s, renderer CPU {row['ProcessTime']:5.2f} s ({charts} charts)", flush=True)
         finally:
             await browser.close()
+    return rows
+
+
+# ---------------------------------------------------------------------------------- figure by figure
+# A one-widget Streamlit app that draws figure number N (a JSON file beside it) with st.plotly_chart, so
+# each figure is drawn by Streamlit's own front end exactly as in the app, one at a time.
+FIGURE_APP = """
+import json
+from pathlib import Path
+
+import plotly.io as pio
+import streamlit as st
+
+st.set_page_config(layout="wide")
+folder = Path(__file__).parent
+st.title("One figure")
+number = st.number_input("figure", min_value=-1, value=-1, step=1, key="figure")
+if number >= 0:
+    spec = json.loads((folder / f"figure{number:03d}.json").read_text())
+    st.plotly_chart(pio.from_json(json.dumps(spec["figure"])), key=f"figure{number}",
+                    on_select="rerun" if spec["clickable"] else "ignore",
+                    selection_mode="points")
+"""
+
+
+def page_figures(url: str, model: str, timeout: float) -> dict[str, list[tuple[str, str, str]]]:
+    """Each page's Plotly figures as the server sends them: page -> [(key, title, spec JSON)]."""
+    import st_client
+
+    figures: dict[str, list] = {}
+    current: list = []
+    original = st_client.StreamlitSession._receive
+
+    def spy(self, deadline):
+        msg = original(self, deadline)
+        if msg.WhichOneof("type") == "delta" and msg.delta.new_element.WhichOneof("type") == "plotly_chart":
+            chart = msg.delta.new_element.plotly_chart
+            layout = json.loads(chart.spec).get("layout", {})
+            title = layout.get("title", "")
+            title = title.get("text", "") if isinstance(title, dict) else str(title)
+            current.append((chart.id.split("-", 2)[-1], title, chart.spec, len(chart.selection_mode) > 0))
+        return msg
+
+    st_client.StreamlitSession._receive = spy
+    try:
+        session = st_client.StreamlitSession(url, timeout=timeout, fetch_assets=False)
+        session.open()
+        if model == "random-b16":
+            weights = session.widget("w:model_choice")
+            session.set_widget("w:model_choice", next(o for o in weights.options if o.startswith("Random")))
+        for slug in [p for p in session.pages if p] + [""]:
+            if slug == "training":
+                continue
+            current.clear()
+            session.switch_page(slug)
+            figures[slug or "overview"] = list(current)
+        session.close()
+    finally:
+        st_client.StreamlitSession._receive = original
+    return figures
+
+
+async def figure_costs(figures: dict[str, list], server_cores: set[int], timeout: float) -> list[dict]:
+    """Each figure drawn alone by Streamlit's front end: the renderer's CPU for that rerun, less an empty rerun's."""
+    from playwright.async_api import async_playwright
+
+    folder = Path(tempfile.mkdtemp(prefix="vit-figures-"))
+    index = []
+    for slug, items in figures.items():
+        for key, title, spec, clickable in items:
+            (folder / f"figure{len(index):03d}.json").write_text(
+                json.dumps({"figure": json.loads(spec), "clickable": clickable}))
+            index.append((slug, key, title, spec))
+    (folder / "figure_app.py").write_text(FIGURE_APP)
+    replica = Replica(folder, 9, server_cores, script=str(folder / "figure_app.py"))
+    rows = []
+    try:
+        replica.wait_healthy()
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = await browser.new_page(viewport={"width": 1366, "height": 900})
+                page.set_default_timeout(timeout * 1000)
+                cdp = await page.context.new_cdp_session(page)
+                await cdp.send("Performance.enable")
+                await page.goto(replica.url + "/")
+                await wait_ready(page, {}, timeout)
+                field = page.locator('[data-testid="stNumberInput"] input')
+
+                async def show(number: int) -> dict[str, float]:
+                    before = await metrics(cdp)
+                    await field.fill(str(number))
+                    await field.press("Enter")
+                    await page.wait_for_function(
+                        "n => n < 0 ? !document.querySelector('[data-testid=stPlotlyChart]') : "
+                        "!!document.querySelector('[data-testid=stPlotlyChart] .main-svg')", arg=number)
+                    await wait_ready(page, {}, timeout)
+                    after = await metrics(cdp)
+                    return {name: after[name] - before[name] for name in METRICS}
+
+                empty = []
+                for number, (slug, key, title, spec) in enumerate(index):
+                    drawn = await show(number)
+                    empty.append(await show(-1))
+                    data = json.loads(spec).get("data", [])
+                    rows.append({"page": slug, "figure": key, "title": title, "traces": len(data),
+                                 "kinds": sorted({t.get("type", "scatter") for t in data}), "kB": len(spec) / 1e3,
+                                 **{name: drawn[name] for name in METRICS}})
+                base = {name: sorted(e[name] for e in empty)[len(empty) // 2] for name in METRICS}
+                for row in rows:  # what the figure itself costs: less the median rerun that drew nothing
+                    for name in METRICS:
+                        row[name + "_net"] = row[name] - base[name]
+                rows.append({"page": "-", "figure": "(empty rerun)", "title": "median of the reruns without a figure",
+                             "traces": 0, "kinds": [], "kB": 0.0, **base})
+            finally:
+                await browser.close()
+    finally:
+        replica.stop()
+        shutil.rmtree(folder, ignore_errors=True)
     return rows
 
 
@@ -87,7 +209,11 @@ def main() -> int:
     parser.add_argument("--server-cores", default="0")
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--per-figure", action="store_true",
+                        help="also draw every figure alone with plotly.js and report its cost (which figure is heavy)")
+    parser.add_argument("--figures-only", action="store_true", help="only the figure-by-figure costs")
     args = parser.parse_args()
+    args.per_figure = args.per_figure or args.figures_only
     if not Path(CHROMIUM).exists():
         raise SystemExit(f"{CHROMIUM} is missing (apt-get install chromium)")
     every = set(range(os.cpu_count() or 1))
@@ -101,10 +227,20 @@ def main() -> int:
         replica.wait_healthy()
         for model in (["default", "random-b16"] if args.model == "both" else [args.model]):
             print(f"browser CPU per page, model {model}:", flush=True)
-            rows = asyncio.run(measure(replica.url, model, args.timeout))
+            rows = [] if args.figures_only else asyncio.run(measure(replica.url, model, args.timeout))
             report[model] = rows
             if model == "random-b16":
                 over += [r for r in rows if r["TaskDuration"] > BUDGET_S]
+            if args.per_figure:
+                costs = asyncio.run(figure_costs(page_figures(replica.url, model, args.timeout), server_cores,
+                                                 args.timeout))
+                report[model + " figures"] = costs
+                print(f"every figure drawn alone by Streamlit's front end, model {model} (net: less the median "
+                      f"rerun without a figure, the last line):")
+                for c in sorted(costs, key=lambda c: (c["page"], -c.get("ThreadTime_net", 0))):
+                    print(f"  {c['page']:12s} {c['figure']:22s} task {c.get('TaskDuration_net', c['TaskDuration']):5.2f} s, "
+                          f"main-thread CPU {c.get('ThreadTime_net', c['ThreadTime']):5.2f} s, {c['traces']:3d} traces "
+                          f"{'/'.join(c['kinds']):24s} {c['kB']:6.0f} kB  {c['title'][:48]}")
     finally:
         replica.stop()
         shutil.rmtree(folder, ignore_errors=True)

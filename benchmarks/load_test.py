@@ -161,7 +161,8 @@ class MemorySampler(threading.Thread):
 class Replica:
     """``streamlit run app.py`` (wrapped by serve_timed) on a free loopback port, pinned to ``cores``."""
 
-    def __init__(self, folder: Path, number: int, cores: set[int], extra_env: dict[str, str] | None = None):
+    def __init__(self, folder: Path, number: int, cores: set[int], extra_env: dict[str, str] | None = None,
+                 script: str = "app.py"):
         self.number = number
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -172,7 +173,7 @@ class Replica:
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.update(VIT_LOAD_TIMING=str(self.runs_path), VIT_LOAD_REPLICA=str(number))
         self._log = open(self.log_path, "w")
-        command = [sys.executable, str(Path(__file__).resolve()), "--serve-timed", "run", "app.py",
+        command = [sys.executable, str(Path(__file__).resolve()), "--serve-timed", "run", script,
                    "--server.port", str(self.port), "--server.address", "127.0.0.1", "--server.headless", "true",
                    "--server.fileWatcherType", "none"]
         if cores and shutil.which("taskset"):

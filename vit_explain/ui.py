@@ -59,6 +59,7 @@ PAGES = [
     ("pages/mlp.py", "4 · MLP", ":material/functions:"),
     ("pages/layers.py", "5 · Layer stack", ":material/layers:"),
     ("pages/prediction.py", "6 · Pooler and prediction", ":material/flag:"),
+    ("pages/training.py", "7 · Training", ":material/model_training:"),
 ]
 
 #: The models trained by this project and shipped in assets/models/<name>/, in the order offered
@@ -70,6 +71,11 @@ BUNDLED_MODELS = {
 BUNDLED = "bundled:"
 RANDOM = "random"
 LOCAL = "local"
+#: Models trained on the Training page live in their session only: source "session:<run id>-<step>".
+SESSION = "session:"
+SESSION_MODELS = "_session_models"
+#: Trained models a session keeps at most (the oldest go first).
+MAX_SESSION_MODELS = 3
 RANDOM_SEED = 0
 
 IMAGE_SIZES = [32, 48, 64, 96, 128, 160, 192, 224, 256, 288, 320, 384]
@@ -207,6 +213,35 @@ def _large_model(source: str, config_json: str):
     return _build_model(source, config_json)
 
 
+def add_session_model(source: str, label: str, model) -> None:
+    """Offer ``model`` (trained on the Training page) as a weights choice for the rest of this session."""
+    models = st.session_state.setdefault(SESSION_MODELS, {})
+    models[source] = (label, model)
+    while len(models) > MAX_SESSION_MODELS:
+        models.pop(next(iter(models)))
+
+
+def preset_sidebar(source: str, **sliders) -> None:
+    """Choose the weights ``source`` and set architecture sliders (``image_size=64, patch_size=8`` ...).
+
+    For an ``on_click`` callback: it runs before the sidebar draws, which then shows these values.
+    Without sliders the architecture becomes the model's own, as when a user picks it.
+    """
+    state = st.session_state
+    for key, value in {"model_choice": source, **sliders}.items():
+        state[f"w:{key}"] = state[f"w:{key}#"] = state[key] = value
+    if sliders:
+        state["_config_source"] = source  # so the sidebar keeps these sliders instead of resetting them to the model's
+
+
+def _session_model(source: str):
+    entry = st.session_state.get(SESSION_MODELS, {}).get(source)
+    if entry is None:
+        raise ValueError("this trained model is no longer kept in this session (a session keeps its last "
+                         f"{MAX_SESSION_MODELS}); train again on the Training page")
+    return entry[1]
+
+
 def _build_model(source: str, config_json: str):
     from .model import ViTForImageClassification
     from .weights import resample
@@ -218,7 +253,7 @@ def _build_model(source: str, config_json: str):
         model.preprocess_spec = PreprocessSpec.for_config(config)
         model.source = f"random weights (seed {RANDOM_SEED})"
         return model.eval()
-    base = _base_model(source)
+    base = _session_model(source) if source.startswith(SESSION) else _base_model(source)
     changes = {}
     if config.image_size != base.config.image_size:
         changes["image_size"] = config.image_size
@@ -383,6 +418,8 @@ def _model_options() -> dict[str, str]:
     for name, (label, _) in BUNDLED_MODELS.items():
         if (MODELS_DIR / name / "config.json").is_file():
             options[BUNDLED + name] = label
+    for source, (label, _) in st.session_state.get(SESSION_MODELS, {}).items():
+        options[source] = label
     options[RANDOM] = "Random weights (untrained)"
     for repo_id, info in KNOWN_CHECKPOINTS.items():
         options[f"hub:{repo_id}"] = f"{info.title} — Hub, {info.download_mb:.0f} MB"
@@ -422,6 +459,12 @@ def _load_base(source: str):
     """The unresampled model behind ``source`` (None for random weights); errors become messages."""
     if source == RANDOM:
         return None
+    if source.startswith(SESSION):
+        try:
+            return _session_model(source)
+        except ValueError as exc:
+            st.sidebar.error(f"Could not load this model: {exc}", icon=":material/cloud_off:")
+            return False
     if source.startswith("local:") and classroom_mode():  # the sidebar never offers it; state could still hold it
         st.sidebar.error("Checkpoint folders on the server are switched off here (VIT_EXPLAIN_CLASSROOM).")
         return False

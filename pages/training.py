@@ -1,0 +1,276 @@
+"""Stage 7, training: train a small ViT here and watch its attention, positions and filters form."""
+
+import io
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from vit_explain import trainer, ui
+from vit_explain.charts import training as charts
+
+RUN = "train:run"  # the session's TrainingRun
+REGISTERED = "train:registered"  # (run id, step) last offered as a weights choice
+SNAP = "train:snapshot"  # chosen snapshot step
+FOLLOW = "train:follow"  # the slider follows the newest snapshot
+#: The two-minute start (README, "Training stage"): what the quick-start button puts in the sidebar.
+QUICK_START = dict(image_size=64, patch_size=8, hidden_size=64, num_heads=4, num_layers=2, mlp_size=128)
+DATA_LABELS = {"shapes": "Synthetic shapes (8 classes, drawn fresh every step)", "cifar10": "CIFAR-10 photos (10 classes)"}
+
+
+def _session_probe():
+    """A function telling whether this browser session is still connected (None outside a real server)."""
+    try:
+        from streamlit.runtime import Runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+    except ImportError:
+        return None
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return None
+    runtime, session_id = Runtime.instance(), ctx.session_id
+    return lambda: runtime.is_active_session(session_id)
+
+
+def _offer_trained_model(run: trainer.TrainingRun, status: trainer.RunStatus) -> None:
+    """Once a run has stopped after some steps, its model becomes a weights choice in the sidebar."""
+    if status.active or status.step == 0 or st.session_state.get(REGISTERED) == (status.run_id, status.step):
+        return
+    model = run.trained_model()
+    data = DATA_LABELS[run.data.name].split(" (")[0].lower()
+    model.source = f"the model you trained on the Training page ({data}, step {status.step:,})"
+    source = f"{ui.SESSION}{status.run_id[:12]}-{status.step}"
+    ui.add_session_model(source, f"The model you trained (step {status.step:,})", model)
+    st.session_state[REGISTERED] = (status.run_id, status.step)
+    st.session_state["train:latest_source"] = source
+
+
+def _zip_of(model) -> bytes:
+    from vit_explain.weights import save_checkpoint
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_checkpoint(model, Path(tmp) / "vit-trained")
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(folder.iterdir()):
+                archive.write(path, f"vit-trained/{path.name}")
+    return buffer.getvalue()
+
+
+state = st.session_state
+current: trainer.TrainingRun | None = state.get(RUN)
+if current is not None:
+    current.heartbeat()
+    _offer_trained_model(current, current.status())  # before the sidebar, so its Weights box lists it
+run = ui.sidebar()
+if run is None:
+    st.stop()
+
+ui.stage_header(
+    "7 · Training",
+    "Every other page explains a ViT that is already trained. Here you train one yourself, in the background on "
+    "this server, and watch what the earlier pages showed take shape: the CLS token learning where to look, the "
+    "position embeddings discovering the 2-D grid, the patch filters turning from noise into edge and colour "
+    "detectors. Each step shows the model a batch of pictures, measures how wrong its guesses are (the loss) and "
+    "nudges every weight a little to be less wrong (AdamW). When you stop, the model you trained becomes a "
+    "weights choice in the sidebar, so every other page can explain it.",
+)
+
+# ---------------------------------------------------------------------------- what to train
+st.subheader("What to train")
+cifar = trainer.cifar10_path()
+data_options = ["shapes"] + (["cifar10"] if cifar else [])
+left, right = st.columns(2, gap="large")
+with left:
+    data_name = st.radio("Data", data_options, format_func=DATA_LABELS.get, key="train:data",
+                         help="The shapes are always here. CIFAR-10 appears when the server names its data "
+                              "(VIT_EXPLAIN_CIFAR10, see the README).")
+    if not cifar:
+        st.caption("CIFAR-10 is not configured on this server, so only the shapes are offered.")
+with right:
+    start_options = ["random"] + ([] if run.source == ui.RANDOM else ["sidebar"])
+    start = st.radio("Start from", start_options, key="train:start",
+                     format_func={"random": "Random weights (nothing learned yet)",
+                                  "sidebar": "The weights chosen in the sidebar (keep training them)"}.get,
+                     help="Random weights show learning from scratch. The sidebar's weights continue from what "
+                          "that model already knows (a new classifier if its classes differ from the data's).")
+
+cfg = run.config
+arch = (f"{cfg.image_size} px pictures, {cfg.patch_size} px patches ({cfg.grid_size} x {cfg.grid_size} grid), "
+        f"width {cfg.hidden_size}, {cfg.num_attention_heads} heads, {cfg.num_hidden_layers} layers, MLP {cfg.intermediate_size}")
+st.markdown(f"**Architecture** (the sidebar's sliders): {arch}.")
+quick = all(state.get(k) == v for k, v in QUICK_START.items()) and run.source == ui.RANDOM
+if not quick:
+    st.button("Use the two-minute settings", key="train:quick", icon=":material/bolt:",
+              on_click=ui.preset_sidebar, args=(ui.RANDOM,), kwargs=QUICK_START,
+              help="Random weights, 64 px pictures, 8 px patches, width 64, 4 heads, 2 layers, MLP 128: "
+                   "small enough to learn the shapes in about two minutes on this server.")
+    st.caption("A smaller model learns faster here: the two-minute settings set the sidebar to a small random ViT "
+               "that tells the shapes apart well above chance within two minutes.")
+
+problem = None
+if data_name == "cifar10" and cfg.image_size != 32:
+    problem = "CIFAR-10 pictures are 32 x 32: set the image size in the sidebar to 32 to train on them."
+if run.source != ui.RANDOM and start == "random" and run.trained:
+    st.caption(f"Hidden size and MLP size follow the sidebar's trained model ({cfg.hidden_size}, {cfg.intermediate_size}); "
+               f"choose *Random weights* in the sidebar to set them freely.")
+try:
+    trainer.check_trainable(cfg.replace(num_labels=10))
+except ValueError as exc:
+    problem = str(exc)
+
+settings = trainer.TrainSettings()
+pool = trainer.server_pool()
+st.caption(
+    f":material/info: Limits on this shared server: each run trains at most {settings.max_steps:,} steps or "
+    f"{settings.max_seconds / 60:.0f} minutes (over all its resumes), on one CPU thread, with models of at most "
+    f"{trainer.MAX_PARAMETERS / 1e6:.0f}M parameters and {trainer.MAX_TRAIN_TOKENS} tokens; at most {pool.slots} "
+    f"run{'s' if pool.slots != 1 else ''} train at once (others wait in a queue, first come first served); a run "
+    f"stops when its browser tab is closed. Batches of {settings.batch_size} pictures, AdamW, peak learning rate "
+    f"{settings.lr:g}."
+)
+
+
+def start_new_run() -> None:
+    old = state.get(RUN)
+    if old is not None:
+        old.stop(wait=5.0)
+    data = (trainer.ShapesData(cfg.image_size, settings=settings) if data_name == "shapes"
+            else trainer.FolderData(cifar, cfg.image_size, classes=trainer.CIFAR10_CLASSES))
+    classes = data.classes
+    try:
+        model = trainer.build_model(cfg, classes, base=run.model if start == "sidebar" else None)
+    except ValueError as exc:
+        state["train:error"] = str(exc)
+        return
+    state.pop("train:error", None)
+    new = trainer.TrainingRun(model, data, settings, alive=_session_probe())
+    new.start()
+    state[RUN] = new
+    state[FOLLOW] = True
+    state.pop(SNAP, None)
+
+
+buttons = st.columns([1, 1, 1, 3])
+status = current.status() if current is not None else None
+active = status is not None and status.active
+buttons[0].button("Start a new run", key="train:start_button", type="primary", icon=":material/play_arrow:",
+                  disabled=problem is not None or active, on_click=start_new_run)
+if buttons[1].button("Stop", key="train:stop", icon=":material/stop:", disabled=not active):
+    current.stop(wait=10.0)
+    st.rerun()  # the sidebar then offers the model just trained
+if buttons[2].button("Resume", key="train:resume", icon=":material/resume:",
+                     disabled=status is None or not status.can_resume):
+    current.resume()
+    state[FOLLOW] = True
+    status = current.status()
+if problem:
+    st.error(problem)
+if state.get("train:error"):
+    st.error(f"This run cannot start: {state['train:error']}")
+
+# ---------------------------------------------------------------------------- the run, live
+def _status_line(status: trainer.RunStatus) -> None:
+    held = status.snapshots[-1] if status.snapshots else None
+    accuracy = f", held-out accuracy {held.held_out_accuracy:.0%}" if held is not None and status.step else ""
+    if status.state == "queued":
+        st.warning(f"Waiting for a free training slot: place {status.queue_position or 1} in the queue "
+                   f"({pool.slots} run{'s' if pool.slots != 1 else ''} train at once on this server).",
+                   icon=":material/hourglass_top:")
+    elif status.state == "loading":
+        st.info("Reading the training pictures ...", icon=":material/downloading:")
+    elif status.state == "running":
+        st.info(f"Training: step {status.step:,} of at most {status.max_steps:,}, {status.seconds:.0f} s{accuracy}.",
+                icon=":material/model_training:")
+    elif status.state == "failed":
+        st.error(status.message + " The training slot was freed; start a new run.", icon=":material/error:")
+    else:
+        st.success(f"{status.message} {status.step:,} steps in {status.seconds:.0f} s{accuracy}.",
+                   icon=":material/check_circle:")
+    if status.state in ("running", "stopped"):
+        st.progress(min(1.0, max(status.step / status.max_steps, status.seconds / status.max_seconds)),
+                    text=f"of this run's cap ({status.max_steps:,} steps or {status.max_seconds / 60:.0f} minutes)")
+
+
+def _pick_snapshot(snapshots: list[trainer.Snapshot]) -> trainer.Snapshot:
+    steps = [s.step for s in snapshots]
+    if state.get(FOLLOW, True) or state.get(SNAP) not in steps:
+        wanted = steps[-1] if state.get(FOLLOW, True) else state.get(SNAP, steps[-1])
+        state[SNAP] = min(steps, key=lambda s: abs(s - wanted))
+    if len(steps) > 1:
+        st.select_slider(
+            "Snapshot shown below (scrub back through the run)", steps, key=SNAP,
+            format_func=lambda s: f"step {s:,}", on_change=lambda: state.__setitem__(FOLLOW, False),
+            help=f"A snapshot is kept at evenly spaced steps (at most {trainer.MAX_SNAPSHOTS}; older ones are "
+                 f"thinned as the run grows). Every figure below shows the chosen one.")
+        st.toggle("Follow the newest snapshot", key=FOLLOW)
+    return snapshots[steps.index(state[SNAP])]
+
+
+def _views(status: trainer.RunStatus, data, config) -> None:
+    _status_line(status)
+    snapshots = status.snapshots
+    if not snapshots:
+        return
+    snap = _pick_snapshot(snapshots)
+    held = snapshots
+    ui.plot(charts.curves_figure(status.steps, status.train_loss, status.train_accuracy, [s.step for s in held],
+                                 [s.held_out_loss for s in held], [s.held_out_accuracy for s in held],
+                                 chance=1.0 / len(data.classes), marker_step=snap.step), key="train:curves")
+    L, H = snap.cls_attention.shape[:2]
+    layer = st.select_slider("Layer", list(range(L)), key=ui.remember("train:layer", ui.clamp_index(L, L - 1)))
+    head = st.select_slider("Head", list(range(H)), key=ui.remember("train:head", ui.clamp_index(H)))
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        ui.plot(charts.probe_attention_figure(data.probe_image, snap.cls_attention, layer, head, step=snap.step),
+                key="train:probe")
+    with right:
+        ui.plot(charts.top5_figure(snap.top5, true_label=data.classes[data.probe_label], step=snap.step),
+                key="train:top5")
+    ui.plot(charts.heads_figure(snap.cls_attention, step=snap.step), key="train:heads")
+    left, right = st.columns(2, gap="medium")
+    with left:
+        ui.plot(charts.position_similarity_figure(snap.position_similarity, step=snap.step), key="train:positions")
+    with right:
+        ui.plot(charts.filters_figure(snap.filters, snap.filter_variance, step=snap.step), key="train:filters")
+    if len(snapshots) > 1:
+        ui.plot(charts.distance_figure([s.attention_distance for s in snapshots], [s.step for s in snapshots],
+                                       grid=config.grid_size, patch_size=config.patch_size, marker_step=snap.step),
+                key="train:distance")
+
+
+if current is not None:
+    live = status.active
+
+    @st.fragment(run_every=1.0 if live else None)
+    def live_view() -> None:
+        the_run: trainer.TrainingRun = state[RUN]
+        the_run.heartbeat()
+        now = the_run.status()
+        if live and not now.active:  # it stopped by itself (caps, failure): redraw the whole page once
+            st.rerun()
+        _views(now, the_run.data, the_run.model.config)
+
+    st.subheader("The run")
+    live_view()
+    if status.step and not status.active:
+        source = state.get("train:latest_source")
+        st.markdown(f"**The model you trained (step {status.step:,})** is now a weights choice in the sidebar: pick it "
+                    "there and every other page explains it.")
+        cols = st.columns([1, 1, 2])
+        cols[0].button("Explore it on the other pages", key="train:explore", icon=":material/travel_explore:",
+                       on_click=ui.preset_sidebar, args=(source,), disabled=source is None,
+                       help="Selects it in the sidebar's Weights box; then open any stage.")
+        cols[1].download_button(
+            "Download it (Hugging Face format, .zip)", data=lambda: _zip_of(current.trained_model()),
+            file_name=f"vit-trained-step{status.step}.zip", mime="application/zip", key="train:download",
+            icon=":material/download:", on_click="ignore",
+            help="config.json, model.safetensors and preprocessor_config.json: "
+                 "transformers.ViTForImageClassification.from_pretrained(folder) reads it.")
+else:
+    st.info("Press **Start a new run** to begin. The curves and pictures appear within a few seconds and update "
+            "about once a second.")
+
+ui.next_stage("pages/training.py")

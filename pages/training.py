@@ -1,11 +1,5 @@
 """Stage 7, training: train a small ViT here and watch its attention, positions and filters form."""
 
-import io
-import tempfile
-import zipfile
-from pathlib import Path
-
-import numpy as np
 import streamlit as st
 
 from vit_explain import trainer, ui
@@ -45,18 +39,6 @@ def _offer_trained_model(run: trainer.TrainingRun, status: trainer.RunStatus) ->
     ui.add_session_model(source, f"The model you trained (step {status.step:,})", model)
     st.session_state[REGISTERED] = (status.run_id, status.step)
     st.session_state["train:latest_source"] = source
-
-
-def _zip_of(model) -> bytes:
-    from vit_explain.weights import save_checkpoint
-
-    buffer = io.BytesIO()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = save_checkpoint(model, Path(tmp) / "vit-trained")
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for path in sorted(folder.iterdir()):
-                archive.write(path, f"vit-trained/{path.name}")
-    return buffer.getvalue()
 
 
 state = st.session_state
@@ -117,7 +99,7 @@ if run.source != ui.RANDOM and start == "random" and run.trained:
     st.caption(f"Hidden size and MLP size follow the sidebar's trained model ({cfg.hidden_size}, {cfg.intermediate_size}); "
                f"choose *Random weights* in the sidebar to set them freely.")
 try:
-    trainer.check_trainable(cfg.replace(num_labels=10))
+    trainer.check_trainable(cfg, 10)
 except ValueError as exc:
     problem = str(exc)
 
@@ -264,7 +246,7 @@ if current is not None:
                        on_click=ui.preset_sidebar, args=(source,), disabled=source is None,
                        help="Selects it in the sidebar's Weights box; then open any stage.")
         cols[1].download_button(
-            "Download it (Hugging Face format, .zip)", data=lambda: _zip_of(current.trained_model()),
+            "Download it (Hugging Face format, .zip)", data=lambda: trainer.checkpoint_zip(current.trained_model()),
             file_name=f"vit-trained-step{status.step}.zip", mime="application/zip", key="train:download",
             icon=":material/download:", on_click="ignore",
             help="config.json, model.safetensors and preprocessor_config.json: "

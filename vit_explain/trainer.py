@@ -62,6 +62,7 @@ __all__ = [
     "build_model",
     "snapshot_bytes",
     "cifar10_path",
+    "checkpoint_zip",
     "CIFAR10_CLASSES",
     "CLASS_NAMES",
 ]
@@ -327,16 +328,17 @@ class FolderData:
 
 
 # ------------------------------------------------------------------------------------ models
-def parameter_count(config: ViTConfig) -> int:
-    """Parameters of a ViTForImageClassification with a pooler for ``config``."""
+def parameter_count(config: ViTConfig, num_labels: int | None = None) -> int:
+    """Parameters of a ViTForImageClassification with a pooler for ``config`` (and ``num_labels`` classes)."""
+    k = config.num_labels if num_labels is None else num_labels
     d, m, c, p = config.hidden_size, config.intermediate_size, config.num_channels, config.patch_size
     embeddings = c * p * p * d + d + d + config.num_tokens * d
     layer = 4 * (d * d + d) + (d * m + m) + (m * d + d) + 4 * d
-    head = (d * d + d) + d * config.num_labels + config.num_labels
+    head = (d * d + d) + d * k + k
     return embeddings + config.num_hidden_layers * layer + 2 * d + head
 
 
-def check_trainable(config: ViTConfig) -> None:
+def check_trainable(config: ViTConfig, num_labels: int | None = None) -> None:
     """Refuse models too large to train on a shared CPU server; the message says what to change."""
     if config.num_tokens > MAX_TRAIN_TOKENS:
         grid = int((MAX_TRAIN_TOKENS - 1) ** 0.5)
@@ -344,7 +346,7 @@ def check_trainable(config: ViTConfig) -> None:
             f"{config.grid_size}x{config.grid_size} patches ({config.num_tokens} tokens) is more than the Training stage "
             f"allows (a {grid}x{grid} grid, {MAX_TRAIN_TOKENS} tokens): use a larger patch size or a smaller image."
         )
-    n = parameter_count(config)
+    n = parameter_count(config, num_labels)
     if n > MAX_PARAMETERS:
         raise ValueError(
             f"This ViT has {n / 1e6:.1f}M parameters; the Training stage trains at most {MAX_PARAMETERS / 1e6:.0f}M on "
@@ -371,7 +373,7 @@ def build_model(config: ViTConfig, classes: Sequence[str], *, base: torch.nn.Mod
     if not isinstance(base, ViTForImageClassification):
         raise ValueError("These weights have no classification head to train; start from random weights instead.")
     model = copy.deepcopy(base).float()
-    check_trainable(model.config.replace(num_labels=len(classes)))
+    check_trainable(model.config, len(classes))
     if model.config.num_labels != len(classes):
         generator = torch.Generator().manual_seed(seed)
         head = torch.nn.Linear(model.config.hidden_size, len(classes))
@@ -384,6 +386,24 @@ def build_model(config: ViTConfig, classes: Sequence[str], *, base: torch.nn.Mod
         if hasattr(model, attribute):
             delattr(model, attribute)
     return model
+
+
+def checkpoint_zip(model: torch.nn.Module, folder: str = "vit-trained") -> bytes:
+    """The model in the Hugging Face layout (:func:`~vit_explain.weights.save_checkpoint`), zipped under ``folder/``."""
+    import io
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    from .weights import save_checkpoint
+
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        written = save_checkpoint(model, Path(tmp) / folder)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(written.iterdir()):
+                archive.write(path, f"{folder}/{path.name}")
+    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------------------------ the run

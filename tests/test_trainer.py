@@ -1,0 +1,326 @@
+"""The background trainer of the Training stage: it learns, keeps its caps, frees its slot, leaves no thread."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from vit_explain import trainer
+from vit_explain.train import default_config, images_to_pixel_values
+from vit_explain.synthetic import CLASS_NAMES, sample
+
+TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+            intermediate_size=64)
+
+
+def tiny_config(**changes):
+    return default_config(**{**TINY, **changes})
+
+
+class FixedData:
+    """One fixed batch every step (so the loss must fall as the model memorises it); optional hooks."""
+
+    name = "shapes"
+
+    def __init__(self, image_size=32, n=16, delay=0.0, fail_at=None):
+        images, labels, _ = sample(n, seed=7, image_size=image_size)
+        self.x, self.y = images_to_pixel_values(images), torch.from_numpy(labels)
+        self.classes = list(CLASS_NAMES)
+        self.probe_image, self.probe_label = images[0], int(labels[0])
+        self.delay, self.fail_at = delay, fail_at
+        self.loaded = 0
+
+    def load(self):
+        self.loaded += 1
+
+    def batch(self, step, batch_size, seed):
+        if self.fail_at is not None and step >= self.fail_at:
+            raise RuntimeError("the data went away")
+        if self.delay:
+            time.sleep(self.delay)
+        return self.x, self.y
+
+    def held_out(self):
+        return self.x, self.y
+
+
+def make_run(data=None, pool=None, **settings):
+    settings = trainer.TrainSettings(**{"max_steps": 30, "max_seconds": 120.0, "lr": 3e-3, "warmup": 3,
+                                        "snapshot_every": 5, **settings})
+    model = trainer.build_model(tiny_config(), CLASS_NAMES)
+    return trainer.TrainingRun(model, data or FixedData(), settings, pool=pool or trainer.SlotPool(1),
+                               abandon_after_s=60.0)
+
+
+def wait_for(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
+
+
+def no_training_threads():
+    return not [t for t in threading.enumerate() if t.name.startswith("vit-explain-training-")]
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left_behind():
+    yield
+    assert wait_for(no_training_threads, 10.0), [t.name for t in threading.enumerate()]
+
+
+def test_a_run_lowers_the_loss_and_records_every_step():
+    run = make_run(max_steps=40)
+    run.start()
+    run.join(60)
+    status = run.status()
+    assert status.state == "stopped" and status.reason == "steps" and status.step == 40
+    assert status.steps == list(range(1, 41)) and len(status.train_loss) == 40
+    assert np.mean(status.train_loss[-5:]) < 0.5 * np.mean(status.train_loss[:5]), status.train_loss
+    first, last = status.snapshots[0], status.snapshots[-1]
+    assert first.step == 0 and last.step == 40
+    assert last.held_out_loss < 0.5 * first.held_out_loss and last.held_out_accuracy > first.held_out_accuracy
+    assert not run.thread.is_alive()
+
+
+def test_a_snapshot_holds_what_the_page_draws():
+    run = make_run(max_steps=5)
+    run.start()
+    run.join(60)
+    snap = run.status().snapshots[-1]
+    cfg = run.model.config
+    L, H, N, P = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_patches, cfg.patch_size
+    assert snap.cls_attention.shape == (L, H, N) and snap.cls_attention.dtype == np.float32
+    assert np.all(snap.cls_attention.sum(-1) <= 1.0 + 1e-5)  # the CLS row without its own entry
+    assert snap.attention_distance.shape == (L, H) and np.all(snap.attention_distance > 0)
+    assert snap.position_similarity.shape == (N, N)
+    np.testing.assert_allclose(np.diag(snap.position_similarity.astype(np.float32)), 1.0, atol=1e-2)
+    assert snap.filters.dtype == np.uint8 and snap.filters.shape[1:] == (3, P, P)
+    assert len(snap.top5) == 5 and {label for label, _ in snap.top5} <= set(CLASS_NAMES)
+    probs = [p for _, p in snap.top5]
+    assert probs == sorted(probs, reverse=True) and sum(probs) <= 1.0 + 1e-6
+    assert snap.nbytes() <= trainer.snapshot_bytes(cfg) + 64 * 5 + 64
+
+
+def test_the_step_cap_and_the_time_cap_stop_a_run():
+    run = make_run(max_steps=7)
+    run.start()
+    run.join(60)
+    assert (run.status().reason, run.status().step) == ("steps", 7)
+    run.start()  # nothing left to do: it stays stopped
+    assert run.status().state == "stopped" and not run.status().can_resume
+
+    slow = make_run(data=FixedData(delay=0.15), max_steps=10_000, max_seconds=0.6)
+    slow.start()
+    slow.join(60)
+    status = slow.status()
+    assert status.reason == "time", status
+    assert status.seconds >= 0.6 and status.step < 10_000
+    assert not status.can_resume
+
+
+def test_stop_then_resume_continues_from_the_same_step():
+    run = make_run(data=FixedData(delay=0.01), max_steps=10_000)
+    run.start()
+    assert wait_for(lambda: run.status().step >= 5)
+    run.stop()
+    status = run.status()
+    assert status.state == "stopped" and status.reason == "stopped" and status.can_resume
+    stopped_at = status.step
+    time.sleep(0.2)
+    assert run.status().step == stopped_at  # really stopped
+    run.resume()
+    assert wait_for(lambda: run.status().step >= stopped_at + 5)
+    run.stop()
+    assert run.status().steps == list(range(1, run.status().step + 1))
+    assert run.data.loaded == 1  # the data is read once per run
+
+
+def test_runs_beyond_the_slot_limit_queue_with_their_place_and_get_the_slot_when_it_is_freed():
+    pool = trainer.SlotPool(1)
+    first = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=10_000)
+    second = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=10_000)
+    third = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=10_000)
+    first.start()
+    assert wait_for(lambda: first.status().state == "running")
+    second.start()
+    third.start()
+    assert wait_for(lambda: second.status().queue_position == 1 and third.status().queue_position == 2)
+    time.sleep(0.3)
+    assert second.status().step == 0 and pool.running == 1 and pool.waiting == 2
+    first.stop()
+    assert wait_for(lambda: second.status().state == "running")
+    assert wait_for(lambda: third.status().queue_position == 1)
+    third.stop()  # leaving the queue
+    assert third.status().state == "stopped" and pool.waiting == 0
+    second.stop()
+    assert pool.running == 0 and pool.waiting == 0
+
+
+def test_an_abandoned_run_stops_by_itself_and_frees_its_slot():
+    pool = trainer.SlotPool(1)
+    owner_there = [True]
+    run = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=100_000)
+    run._alive = lambda: owner_there[0]
+    run.abandon_after_s = 0.5
+    run.start()
+    time.sleep(1.5)  # three times the grace period: alive() keeps it going
+    assert run.status().state == "running"
+    owner_there[0] = False
+    run.join(30)
+    status = run.status()
+    assert status.state == "stopped" and status.reason == "abandoned", status
+    assert pool.running == 0 and pool.waiting == 0
+
+
+def test_a_queued_run_whose_owner_left_gives_up_its_place():
+    pool = trainer.SlotPool(1)
+    busy = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=100_000)
+    busy.start()
+    assert wait_for(lambda: busy.status().state == "running")
+    waiting = make_run(pool=pool)
+    waiting.abandon_after_s = 0.3  # no alive() and no heartbeat: silent from the start
+    waiting.start()
+    waiting.join(30)
+    assert waiting.status().reason == "abandoned" and pool.waiting == 0 and waiting.status().step == 0
+    busy.stop()
+
+
+def test_heartbeats_keep_a_run_alive():
+    run = make_run(data=FixedData(delay=0.01), max_steps=100_000)
+    run.abandon_after_s = 0.4
+    run.start()
+    for _ in range(10):
+        time.sleep(0.1)
+        run.heartbeat()
+    assert run.status().state == "running"
+    run.join(30)  # heartbeats stop: so does the run
+    assert run.status().reason == "abandoned"
+
+
+def test_a_failure_becomes_a_message_and_frees_the_slot():
+    pool = trainer.SlotPool(1)
+    run = make_run(data=FixedData(fail_at=3), pool=pool)
+    run.start()
+    run.join(60)
+    status = run.status()
+    assert status.state == "failed" and "the data went away" in status.message and status.step == 3
+    assert pool.running == 0 and not status.can_resume
+
+
+def test_snapshots_stay_bounded_and_evenly_spaced(monkeypatch):
+    monkeypatch.setattr(trainer, "MAX_SNAPSHOTS", 6)
+    run = make_run(max_steps=50, snapshot_every=1)
+    seen = []
+    run.start()
+    while run.thread.is_alive():
+        seen.append(len(run.status().snapshots))
+        time.sleep(0.005)
+    steps = [s.step for s in run.status().snapshots]
+    assert max(seen + [len(steps)]) <= 6
+    assert steps[0] == 0 and steps[-1] == 50 and steps == sorted(set(steps))
+    gaps = np.diff(steps[:-1])
+    assert len(set(gaps.tolist())) == 1, steps  # even spacing (the last one is where the run stopped)
+    assert run.snapshot_memory() <= 6 * (trainer.snapshot_bytes(run.model.config) + 64 * 5 + 64)
+
+
+def test_the_worker_uses_one_torch_thread_and_leaves_the_others_alone():
+    before = torch.get_num_threads()
+    seen = {}
+    data = FixedData()
+    original = data.batch
+
+    def spy(step, batch_size, seed):
+        seen.setdefault("threads", torch.get_num_threads())
+        return original(step, batch_size, seed)
+
+    data.batch = spy
+    run = make_run(data=data, max_steps=3)
+    run.start()
+    run.join(60)
+    assert seen["threads"] == 1
+    assert torch.get_num_threads() == before
+
+
+def test_build_model_checks_size_and_fits_the_head_to_the_data():
+    with pytest.raises(ValueError, match="smaller hidden size"):
+        trainer.build_model(tiny_config(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                                        intermediate_size=3072), CLASS_NAMES)
+    with pytest.raises(ValueError, match="larger patch size"):
+        trainer.check_trainable(tiny_config(image_size=128, patch_size=4))
+    base = trainer.build_model(tiny_config(), CLASS_NAMES)
+    ten = [f"c{i}" for i in range(10)]
+    copy = trainer.build_model(tiny_config(), ten, base=base)
+    assert copy.classifier.out_features == 10 and copy.config.id2label[9] == "c9"
+    assert copy is not base and base.classifier.out_features == 8
+    torch.testing.assert_close(copy.vit.embeddings.position_embeddings, base.vit.embeddings.position_embeddings)
+    same = trainer.build_model(tiny_config(), CLASS_NAMES, base=base)
+    torch.testing.assert_close(same.classifier.weight, base.classifier.weight)
+
+
+def test_the_download_is_a_checkpoint_transformers_loads(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    run = make_run(max_steps=5)
+    run.start()
+    run.join(60)
+    model = run.trained_model()
+    with zipfile.ZipFile(io.BytesIO(trainer.checkpoint_zip(model))) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path)
+    assert {"vit-trained/config.json", "vit-trained/model.safetensors", "vit-trained/preprocessor_config.json"} <= names
+    theirs = transformers.ViTForImageClassification.from_pretrained(tmp_path / "vit-trained").eval()
+    x = run.data.x[:4]
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x).logits, model(x).logits, atol=1e-5, rtol=1e-4)
+    assert theirs.config.id2label[0] == CLASS_NAMES[0]
+
+
+def test_shapes_data_is_fixed_by_its_seeds():
+    a, b = trainer.ShapesData(32, held_out=16), trainer.ShapesData(32, held_out=16)
+    a.load(), b.load()
+    torch.testing.assert_close(a.held_out()[0], b.held_out()[0])
+    np.testing.assert_array_equal(a.probe_image, b.probe_image)
+    x1, y1 = a.batch(3, 8, seed=0)
+    x2, y2 = b.batch(3, 8, seed=0)
+    torch.testing.assert_close(x1, x2)
+    assert x1.shape == (8, 3, 32, 32) and y1.dtype == torch.int64
+    assert not torch.equal(a.batch(4, 8, seed=0)[0], x1)
+
+
+def test_folder_data_reads_an_image_folder_and_checks_its_classes(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 3)):
+        for name in ("cat", "dog"):
+            folder = tmp_path / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    data = trainer.FolderData(str(tmp_path), 32, classes=["cat", "dog"], held_out=4)
+    data.load()
+    x, y = data.batch(0, 5, seed=0)
+    assert x.shape == (5, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+    hx, hy = data.held_out()
+    assert len(hy) == 4 and set(hy.tolist()) == {0, 1}  # spread over the class-sorted test split
+    assert data.probe_image.shape == (32, 32, 3)
+    wrong = trainer.FolderData(str(tmp_path), 32, classes=["airplane", "cat"])
+    with pytest.raises(ValueError, match="not the expected"):
+        wrong.load()
+
+
+def test_default_slots_follow_the_environment(monkeypatch):
+    monkeypatch.setenv("VIT_EXPLAIN_TRAINING_SLOTS", "3")
+    assert trainer.default_slots() == 3
+    monkeypatch.setenv("VIT_EXPLAIN_TRAINING_SLOTS", "nonsense")
+    import os
+
+    assert trainer.default_slots() == max(1, (os.cpu_count() or 1) - 1)

@@ -135,19 +135,23 @@ def start_new_run() -> None:
     state.pop(SNAP, None)
 
 
+def stop_run() -> None:
+    state[RUN].stop(wait=10.0)
+
+
+def resume_run() -> None:
+    state[RUN].resume()
+    state[FOLLOW] = True
+
+
 buttons = st.columns([1, 1, 1, 3])
 status = current.status() if current is not None else None
 active = status is not None and status.active
 buttons[0].button("Start a new run", key="train:start_button", type="primary", icon=":material/play_arrow:",
                   disabled=problem is not None or active, on_click=start_new_run)
-if buttons[1].button("Stop", key="train:stop", icon=":material/stop:", disabled=not active):
-    current.stop(wait=10.0)
-    st.rerun()  # the sidebar then offers the model just trained
-if buttons[2].button("Resume", key="train:resume", icon=":material/resume:",
-                     disabled=status is None or not status.can_resume):
-    current.resume()
-    state[FOLLOW] = True
-    status = current.status()
+buttons[1].button("Stop", key="train:stop", icon=":material/stop:", disabled=not active, on_click=stop_run)
+buttons[2].button("Resume", key="train:resume", icon=":material/resume:", on_click=resume_run,
+                  disabled=status is None or not status.can_resume)
 if problem:
     st.error(problem)
 if state.get("train:error"):

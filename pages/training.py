@@ -144,7 +144,7 @@ def resume_run() -> None:
     state[FOLLOW] = True
 
 
-buttons = st.columns([1, 1, 1, 3])
+buttons = st.columns([1.4, 1, 1, 2.6])
 status = current.status() if current is not None else None
 active = status is not None and status.active
 buttons[0].button("Start a new run", key="train:start_button", type="primary", icon=":material/play_arrow:",
@@ -173,7 +173,7 @@ def _status_line(status: trainer.RunStatus) -> None:
     elif status.state == "failed":
         st.error(status.message + " The training slot was freed; start a new run.", icon=":material/error:")
     else:
-        st.success(f"{status.message} {status.step:,} steps in {status.seconds:.0f} s{accuracy}.",
+        st.success(f"{status.message} {status.seconds:.0f} s of training{accuracy}.",
                    icon=":material/check_circle:")
     if status.state in ("running", "stopped"):
         st.progress(min(1.0, max(status.step / status.max_steps, status.seconds / status.max_seconds)),
@@ -206,8 +206,10 @@ def _views(status: trainer.RunStatus, data, config) -> None:
                                  [s.held_out_loss for s in held], [s.held_out_accuracy for s in held],
                                  chance=1.0 / len(data.classes), marker_step=snap.step), key="train:curves")
     L, H = snap.cls_attention.shape[:2]
-    layer = st.select_slider("Layer", list(range(L)), key=ui.remember("train:layer", ui.clamp_index(L, L - 1)))
-    head = st.select_slider("Head", list(range(H)), key=ui.remember("train:head", ui.clamp_index(H)))
+    pick_layer, pick_head = st.columns(2, gap="large")
+    layer = pick_layer.select_slider("Layer", list(range(L)), key=ui.remember("train:layer", ui.clamp_index(L, L - 1)),
+                                     help="0 is the first encoder layer, as on every page.")
+    head = pick_head.select_slider("Head", list(range(H)), key=ui.remember("train:head", ui.clamp_index(H)))
     left, right = st.columns([3, 2], gap="medium")
     with left:
         ui.plot(charts.probe_attention_figure(data.probe_image, snap.cls_attention, layer, head, step=snap.step),
@@ -245,7 +247,7 @@ if current is not None:
         source = state.get("train:latest_source")
         st.markdown(f"**The model you trained (step {status.step:,})** is now a weights choice in the sidebar: pick it "
                     "there and every other page explains it.")
-        cols = st.columns([1, 1, 2])
+        cols = st.columns(2)
         cols[0].button("Explore it on the other pages", key="train:explore", icon=":material/travel_explore:",
                        on_click=ui.preset_sidebar, args=(source,), disabled=source is None,
                        help="Selects it in the sidebar's Weights box; then open any stage.")

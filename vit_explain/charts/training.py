@@ -95,7 +95,7 @@ def probe_attention_figure(image: np.ndarray, cls_attention: np.ndarray, layer: 
     fig.add_trace(go.Heatmap(z=values, x0=cell / 2 - 0.5, dx=cell, y0=cell / 2 - 0.5, dy=cell, zmin=0.0, zmax=zmax,
                              colorscale=ATTENTION_SCALE, opacity=0.7,
                              colorbar=dict(title=dict(text="attention weight", side="right"), thickness=14),
-                             hovertemplate="patch row %{y:.0f}, col %{x:.0f}: %{z:.3f}<extra></extra>"), row=1, col=2)
+                             hovertemplate="attention weight %{z:.4f}<extra></extra>"), row=1, col=2)
     for col in (1, 2):
         equal_axes(fig, row=1, col=col)
         fig.update_xaxes(range=[-0.5, size - 0.5], showgrid=False, zeroline=False, title_text="x (pixels)", row=1, col=col)

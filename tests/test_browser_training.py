@@ -1,0 +1,130 @@
+"""The Training page in a real browser: start a run, watch it update, stop, scrub back, explore the model elsewhere.
+
+Same set-up as ``test_browser.py`` (``streamlit run`` on a free port, Debian's Chromium through
+Playwright). Screenshots of the page at a few points of the run, at 1366 and 1024 px wide, go to
+the same folder (``$VIT_EXPLAIN_SCREENSHOTS`` or ``./screenshots``).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from test_browser import (  # noqa: F401 - shared server, screenshot and wait helpers
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    _no_exception,
+    _screenshot,
+    _streamlit_server,
+    _wait_idle,
+    playwright_api,
+    shots_dir,
+)
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import test_browser
+
+    test_browser.SERVER_LOG = tmp_path_factory.mktemp("streamlit-training") / "server.log"
+    with _streamlit_server(test_browser.SERVER_LOG) as url:
+        yield url
+
+
+def _body(page) -> str:
+    return page.locator('[data-testid="stMain"]').inner_text()
+
+
+def _step_shown(page) -> int:
+    match = re.search(r"Training: step ([\d,]+)", _body(page))
+    return int(match.group(1).replace(",", "")) if match else -1
+
+
+def _chart_titles(page) -> list[str]:
+    return page.locator('[data-testid="stPlotlyChart"] .gtitle').all_text_contents()
+
+
+def _wait_text(page, pattern: str, timeout_s: float = 120.0) -> re.Match:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        match = re.search(pattern, _body(page))
+        if match:
+            return match
+        page.wait_for_timeout(250)
+    raise AssertionError(f"{pattern!r} never appeared; the page says:\n{_body(page)[:1500]}")
+
+
+def test_train_watch_stop_scrub_and_explore(server, shots_dir):
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            page.set_default_timeout(180_000)
+            page.goto(server)
+            page.wait_for_selector('[data-testid="stSidebar"]')
+            _wait_idle(page)
+            page.locator('[data-testid="stSidebarNav"]').get_by_text("7 · Training", exact=True).click()
+            _wait_idle(page)
+            _no_exception(page, "training page")
+            page.get_by_role("button", name="Use the two-minute settings").click()
+            _wait_idle(page)
+            assert "64 px pictures, 8 px patches" in _body(page)
+            _screenshot(page, shots_dir / "training-0-before.png")
+
+            page.get_by_role("button", name="Start a new run").click()
+            _wait_text(page, r"Training: step [\d,]+")
+            page.wait_for_selector('[data-testid="stPlotlyChart"]')
+            _wait_text(page, r"Where the CLS token looks at step [1-9]")
+            first_step = _step_shown(page)
+            first_titles = _chart_titles(page)
+            for expected in ("Training curves", "Where the CLS token looks", "Top-5 for the probe",
+                             "Position-embedding similarity", "Patch-embedding filters"):
+                assert any(expected in t for t in first_titles), (expected, first_titles)
+            page.wait_for_timeout(4000)  # the page polls about once a second: the numbers move on their own
+            later_step = _step_shown(page)
+            assert later_step > first_step, (first_step, later_step)
+            _no_exception(page, "while training")
+            _screenshot(page, shots_dir / "training-1-running-1366.png")
+            page.set_viewport_size({"width": 1024, "height": 900})
+            page.wait_for_timeout(1500)
+            _screenshot(page, shots_dir / "training-2-running-1024.png")
+            page.set_viewport_size({"width": 1366, "height": 900})
+            newer = _wait_text(page, r"Where the CLS token looks at step ([\d,]+)")
+            assert int(newer.group(1).replace(",", "")) > 0
+            assert _chart_titles(page) != first_titles  # the views moved on to newer snapshots
+
+            page.get_by_role("button", name="Stop").click()
+            stopped = _wait_text(page, r"Stopped at step ([\d,]+)")
+            steps = int(stopped.group(1).replace(",", ""))
+            _wait_idle(page)
+            _no_exception(page, "after stop")
+            _screenshot(page, shots_dir / "training-3-stopped-1366.png")
+
+            # scrub back to the first snapshot with the keyboard (Home moves a slider to its first value)
+            thumb = page.locator(".st-key-train-snapshot input").first
+            thumb.focus()
+            thumb.press("Home")
+            _wait_idle(page)
+            _wait_text(page, r"step 0\b")
+            titles = _chart_titles(page)
+            assert any(t.startswith("Where the CLS token looks at step 0") for t in titles), titles
+            assert any(t.startswith("Position-embedding similarity, step 0") for t in titles), titles
+            _screenshot(page, shots_dir / "training-4-scrubbed-1024.png")
+
+            page.get_by_role("button", name="Explore it on the other pages").click()
+            _wait_idle(page)
+            page.locator('[data-testid="stSidebarNav"]').get_by_text("3 · Self-attention", exact=True).click()
+            _wait_idle(page)
+            _no_exception(page, "self-attention page on the trained model")
+            sidebar = page.locator('[data-testid="stSidebar"]')
+            shown = sidebar.inner_text() + " ".join(  # a select box may show its value in an input
+                sidebar.locator("input").evaluate_all("els => els.map(e => e.value || e.getAttribute('aria-label') || '')"))
+            assert f"The model you trained (step {steps:,})" in shown, shown[-1500:]
+            assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+            _screenshot(page, shots_dir / "training-5-attention-on-trained-model.png")
+        finally:
+            browser.close()

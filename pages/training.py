@@ -11,7 +11,7 @@ SNAP = "train:snapshot"  # chosen snapshot step
 FOLLOW = "train:follow"  # the slider follows the newest snapshot
 #: The two-minute start (README, "Training stage"): what the quick-start button puts in the sidebar.
 QUICK_START = dict(image_size=64, patch_size=8, hidden_size=64, num_heads=4, num_layers=2, mlp_size=128)
-DATA_LABELS = {"shapes": "Synthetic shapes (8 classes, drawn fresh every step)", "cifar10": "CIFAR-10 photos (10 classes)"}
+DATA_LABELS = {"shapes": "Synthetic shapes (8 classes, new pictures every step)", "cifar10": "CIFAR-10 photos (10 classes)"}
 
 
 def _session_probe():
@@ -62,6 +62,7 @@ ui.stage_header(
 
 # ---------------------------------------------------------------------------- what to train
 st.subheader("What to train")
+settings = trainer.TrainSettings()
 cifar = trainer.cifar10_path()
 data_options = ["shapes"] + (["cifar10"] if cifar else [])
 left, right = st.columns(2, gap="large")
@@ -69,8 +70,9 @@ with left:
     data_name = st.radio("Data", data_options, format_func=DATA_LABELS.get, key="train:data",
                          help="The shapes are always here. CIFAR-10 appears when the server names its data "
                               "(VIT_EXPLAIN_CIFAR10, see the README).")
-    if not cifar:
-        st.caption("CIFAR-10 is not configured on this server, so only the shapes are offered.")
+    st.caption(f"The shapes are drawn on a calmer background than the bundled model's (clutter "
+               f"{settings.shapes_clutter:g} of 1), so that a small model tells them apart within minutes."
+               + ("" if cifar else " CIFAR-10 is not configured on this server, so only the shapes are offered."))
 with right:
     start_options = ["random"] + ([] if run.source == ui.RANDOM else ["sidebar"])
     start = st.radio("Start from", start_options, key="train:start",
@@ -103,7 +105,6 @@ try:
 except ValueError as exc:
     problem = str(exc)
 
-settings = trainer.TrainSettings()
 pool = trainer.server_pool()
 st.caption(
     f":material/info: Limits on this shared server: each run trains at most {settings.max_steps:,} steps or "
@@ -133,6 +134,7 @@ def start_new_run() -> None:
     state[RUN] = new
     state[FOLLOW] = True
     state.pop(SNAP, None)
+    state.pop("train:snapshot_set", None)
 
 
 def stop_run() -> None:
@@ -144,13 +146,13 @@ def resume_run() -> None:
     state[FOLLOW] = True
 
 
-buttons = st.columns([1.4, 1, 1, 2.6])
+buttons = st.container(horizontal=True)  # buttons as wide as their labels, wrapping on narrow screens
 status = current.status() if current is not None else None
 active = status is not None and status.active
-buttons[0].button("Start a new run", key="train:start_button", type="primary", icon=":material/play_arrow:",
+buttons.button("Start a new run", key="train:start_button", type="primary", icon=":material/play_arrow:",
                   disabled=problem is not None or active, on_click=start_new_run)
-buttons[1].button("Stop", key="train:stop", icon=":material/stop:", disabled=not active, on_click=stop_run)
-buttons[2].button("Resume", key="train:resume", icon=":material/resume:", on_click=resume_run,
+buttons.button("Stop", key="train:stop", icon=":material/stop:", disabled=not active, on_click=stop_run)
+buttons.button("Resume", key="train:resume", icon=":material/resume:", on_click=resume_run,
                   disabled=status is None or not status.can_resume)
 if problem:
     st.error(problem)
@@ -181,14 +183,17 @@ def _status_line(status: trainer.RunStatus) -> None:
 
 
 def _pick_snapshot(snapshots: list[trainer.Snapshot]) -> trainer.Snapshot:
+    """The snapshot to draw: the newest while following, else the one chosen on the slider (nearest if thinned)."""
     steps = [s.step for s in snapshots]
+    if SNAP in state and state[SNAP] != state.get("train:snapshot_set"):
+        state[FOLLOW] = False  # the user moved the slider since this page last set it
     if state.get(FOLLOW, True) or state.get(SNAP) not in steps:
         wanted = steps[-1] if state.get(FOLLOW, True) else state.get(SNAP, steps[-1])
         state[SNAP] = min(steps, key=lambda s: abs(s - wanted))
+    state["train:snapshot_set"] = state[SNAP]
     if len(steps) > 1:
         st.select_slider(
-            "Snapshot shown below (scrub back through the run)", steps, key=SNAP,
-            format_func=lambda s: f"step {s:,}", on_change=lambda: state.__setitem__(FOLLOW, False),
+            "Snapshot shown below (scrub back through the run)", steps, key=SNAP, format_func=lambda s: f"step {s:,}",
             help=f"A snapshot is kept at evenly spaced steps (at most {trainer.MAX_SNAPSHOTS}; older ones are "
                  f"thinned as the run grows). Every figure below shows the chosen one.")
         st.toggle("Follow the newest snapshot", key=FOLLOW)
@@ -210,23 +215,29 @@ def _views(status: trainer.RunStatus, data, config) -> None:
     layer = pick_layer.select_slider("Layer", list(range(L)), key=ui.remember("train:layer", ui.clamp_index(L, L - 1)),
                                      help="0 is the first encoder layer, as on every page.")
     head = pick_head.select_slider("Head", list(range(H)), key=ui.remember("train:head", ui.clamp_index(H)))
-    left, right = st.columns([3, 2], gap="medium")
-    with left:
-        ui.plot(charts.probe_attention_figure(data.probe_image, snap.cls_attention, layer, head, step=snap.step),
-                key="train:probe")
-    with right:
-        ui.plot(charts.top5_figure(snap.top5, true_label=data.classes[data.probe_label], step=snap.step),
-                key="train:top5")
-    ui.plot(charts.heads_figure(snap.cls_attention, step=snap.step), key="train:heads")
+    ui.plot(charts.probe_attention_figure(data.probe_image, snap.cls_attention, layer, head, step=snap.step),
+            key="train:probe")
     left, right = st.columns(2, gap="medium")
     with left:
-        ui.plot(charts.position_similarity_figure(snap.position_similarity, step=snap.step), key="train:positions")
+        ui.plot(charts.top5_figure(snap.top5, true_label=data.classes[data.probe_label], step=snap.step),
+                key="train:top5")
     with right:
-        ui.plot(charts.filters_figure(snap.filters, snap.filter_variance, step=snap.step), key="train:filters")
-    if len(snapshots) > 1:
-        ui.plot(charts.distance_figure([s.attention_distance for s in snapshots], [s.step for s in snapshots],
-                                       grid=config.grid_size, patch_size=config.patch_size, marker_step=snap.step),
-                key="train:distance")
+        if len(snapshots) > 1:
+            ui.plot(charts.distance_figure([s.attention_distance for s in snapshots], [s.step for s in snapshots],
+                                           grid=config.grid_size, patch_size=config.patch_size, marker_step=snap.step),
+                    key="train:distance")
+    st.caption("At step 0 every head spreads its attention almost evenly. As the model learns, the CLS token of the "
+               "last layers concentrates on the patches that decide the class (for the shapes: the object), and the "
+               "heads drift apart: some look locally, some across the picture.")
+    ui.plot(charts.heads_figure(snap.cls_attention, step=snap.step), key="train:heads")
+    ui.plot(charts.position_similarity_figure(snap.position_similarity, step=snap.step), key="train:positions")
+    st.caption("Each small map compares one patch's position embedding with every other patch's. They start as random "
+               "vectors (a single bright cell per map, noise around it); training pulls the embeddings of neighbouring "
+               "patches together, so blobs around each patch and rows and columns appear: the model discovers the 2-D "
+               "grid by itself (compare stage 2).")
+    ui.plot(charts.filters_figure(snap.filters, snap.filter_variance, step=snap.step), key="train:filters")
+    st.caption("The main directions the patch-embedding filters vary along (compare stage 1): random speckle at step 0, "
+               "smoother colour and edge patterns as training goes on.")
 
 
 if current is not None:
@@ -247,11 +258,11 @@ if current is not None:
         source = state.get("train:latest_source")
         st.markdown(f"**The model you trained (step {status.step:,})** is now a weights choice in the sidebar: pick it "
                     "there and every other page explains it.")
-        cols = st.columns(2)
-        cols[0].button("Explore it on the other pages", key="train:explore", icon=":material/travel_explore:",
+        cols = st.container(horizontal=True)
+        cols.button("Explore it on the other pages", key="train:explore", icon=":material/travel_explore:",
                        on_click=ui.preset_sidebar, args=(source,), disabled=source is None,
                        help="Selects it in the sidebar's Weights box; then open any stage.")
-        cols[1].download_button(
+        cols.download_button(
             "Download it (Hugging Face format, .zip)", data=lambda: trainer.checkpoint_zip(current.trained_model()),
             file_name=f"vit-trained-step{status.step}.zip", mime="application/zip", key="train:download",
             icon=":material/download:", on_click="ignore",

@@ -115,7 +115,9 @@ class TrainSettings:
     max_steps: int = int(_env_number("VIT_EXPLAIN_TRAINING_MAX_STEPS", 3000, int))
     #: training seconds allowed over all of the run's resumes
     max_seconds: float = _env_number("VIT_EXPLAIN_TRAINING_MAX_SECONDS", 300.0)
-    #: shapes: background clutter ramps from 0 to 1 over this fraction of max_steps
+    #: shapes: how busy the background is (1 is the bundled model's data; calmer lets a small model learn in minutes)
+    shapes_clutter: float = 0.4
+    #: shapes: the clutter ramps from 0 to ``shapes_clutter`` over this fraction of max_steps
     curriculum: float = 0.1
     seed: int = 0
     #: first snapshot interval in steps (doubles each time the snapshots are thinned)
@@ -261,14 +263,15 @@ class ShapesData:
         self._held = None
 
     def load(self) -> None:
-        images, labels, _ = sample(self._held_out_n, seed=HELD_OUT_SEED, image_size=self.image_size)
+        clutter = self._settings.shapes_clutter
+        images, labels, _ = sample(self._held_out_n, seed=HELD_OUT_SEED, image_size=self.image_size, clutter=clutter)
         self._held = (images_to_pixel_values(images), torch.from_numpy(labels))
-        probe, label, _ = sample(1, seed=PROBE_SEED, image_size=self.image_size)
-        self.probe_image, self.probe_label = probe[0], int(label[0])
+        probe, label, box = sample(1, seed=PROBE_SEED, image_size=self.image_size, clutter=clutter)
+        self.probe_image, self.probe_label, self.probe_box = probe[0], int(label[0]), box[0]
 
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         s = self._settings
-        clutter = clutter_at(step, s.max_steps, s.curriculum)
+        clutter = s.shapes_clutter * clutter_at(step, s.max_steps, s.curriculum)
         images, labels, _ = sample(batch_size, seed=[seed, step], image_size=self.image_size, clutter=clutter)
         return images_to_pixel_values(images), torch.from_numpy(labels)
 

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import ATTENTION_SCALE, equal_axes, f32, image_source, style
+from .common import ATTENTION_SCALE, f32, image_source, style
 from .embeddings import similarity_grid_figure
 from .overview import prediction_figure
 from .patching import filter_pca_figure, subtitle
@@ -68,8 +68,9 @@ def curves_figure(steps: list[int], train_loss: list[float], train_accuracy: lis
     fig.update_yaxes(rangemode="tozero", row=1, col=1, title_text="loss")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%", row=1, col=2, title_text="accuracy")
     fig.update_xaxes(title_text="optimiser step", rangemode="tozero")
-    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.08, x=1, xanchor="right"))
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, x=0, xanchor="left"))
     style(fig, "Training curves", height=height)
+    fig.update_layout(margin=dict(b=70))
     return subtitle(fig, "red line: the snapshot shown below" if marker_step is not None else "training batches and held-out pictures")
 
 
@@ -96,10 +97,11 @@ def probe_attention_figure(image: np.ndarray, cls_attention: np.ndarray, layer: 
                              colorscale=ATTENTION_SCALE, opacity=0.7,
                              colorbar=dict(title=dict(text="attention weight", side="right"), thickness=14),
                              hovertemplate="attention weight %{z:.4f}<extra></extra>"), row=1, col=2)
-    for col in (1, 2):
-        equal_axes(fig, row=1, col=col)
-        fig.update_xaxes(range=[-0.5, size - 0.5], showgrid=False, zeroline=False, title_text="x (pixels)", row=1, col=col)
-        fig.update_yaxes(range=[size - 0.5, -0.5], autorange=False, showgrid=False, zeroline=False, row=1, col=col)
+    for col, axis in ((1, ""), (2, "2")):  # each picture keeps square pixels on its own axes
+        fig.update_xaxes(range=[-0.5, size - 0.5], showgrid=False, zeroline=False, title_text="x (pixels)",
+                         constrain="domain", row=1, col=col)
+        fig.update_yaxes(range=[size - 0.5, -0.5], autorange=False, showgrid=False, zeroline=False,
+                         scaleanchor=f"x{axis}", constrain="domain", row=1, col=col)
     fig.update_yaxes(title_text="y (pixels)", row=1, col=1)
     style(fig, f"Where the CLS token looks at step {step:,}", height=height)
     uniform = 1.0 / N
@@ -151,13 +153,15 @@ def distance_figure(distances: list[np.ndarray], steps: list[int], *, grid: int,
     r, c = np.divmod(np.arange(grid * grid), grid)
     uniform = float(np.hypot(r[:, None] - r[None, :], c[:, None] - c[None, :]).mean() * patch_size)
     fig.add_hline(y=uniform, line=dict(color="#888", dash="dot", width=1),
-                  annotation_text=f"even attention: {uniform:.1f} px", annotation_position="top left",
+                  annotation_text=f"even attention: {uniform:.1f} px", annotation_position="bottom left",
                   annotation_font=dict(size=12, color="#666"))
     if marker_step is not None:
         fig.add_vline(x=marker_step, line=dict(color="#ff2d55", width=1.5))
     fig.update_yaxes(rangemode="tozero")
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, x=0, xanchor="left"))
     style(fig, "How far each head looks, over the run", height=height, x_title="optimiser step",
           y_title="mean attention distance (pixels)")
+    fig.update_layout(margin=dict(b=70))
     return subtitle(fig, "one line per head, coloured by layer; patches attending to patches")
 
 

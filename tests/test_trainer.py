@@ -248,6 +248,11 @@ def test_the_worker_uses_one_torch_thread_and_leaves_the_others_alone():
     run.join(60)
     assert seen["threads"] == 1
     assert torch.get_num_threads() == before
+    later = {}  # Streamlit runs every script run in a new thread: those must not inherit the one thread
+    thread = threading.Thread(target=lambda: later.setdefault("threads", torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later["threads"] == before
 
 
 def test_build_model_checks_size_and_fits_the_head_to_the_data():

@@ -11,9 +11,10 @@ What keeps a shared server safe:
 * **a server-wide slot limit** (:class:`SlotPool`): at most ``VIT_EXPLAIN_TRAINING_SLOTS`` runs train
   at once (default: one per spare core, i.e. ``cpu_count - 1``, at least 1); the others wait in a
   first-come queue and know their place in it;
-* **one torch thread per run**: the worker calls ``torch.set_num_threads(1)``; with torch's OpenMP
-  back end that setting belongs to the calling thread, so the server's other threads keep theirs
-  (``tests/test_trainer.py`` checks it);
+* **one torch thread per run**: the worker calls ``torch.set_num_threads(1)``, which with torch's
+  OpenMP back end belongs to the calling thread, and puts back the process-wide value that threads
+  started later copy (:func:`_one_torch_thread_here`), so the server's other threads keep theirs
+  (``tests/test_trainer.py`` checks both);
 * **caps**: at most ``max_steps`` optimiser steps and ``max_seconds`` of training time per run (over
   all its resumes), and a model size limit (:func:`check_trainable`);
 * **bounded memory**: at most :data:`MAX_SNAPSHOTS` snapshots per run, thinned evenly (every other one
@@ -410,6 +411,30 @@ def checkpoint_zip(model: torch.nn.Module, folder: str = "vit-trained") -> bytes
 
 
 # ------------------------------------------------------------------------------------ the run
+#: torch's intra-op threads of the process at import (the server's default for its script threads).
+_DEFAULT_TORCH_THREADS = torch.get_num_threads()
+_THREADS_LOCK = threading.Lock()
+
+
+def _one_torch_thread_here() -> None:
+    """One torch thread for the calling thread, without changing what the server's other threads get.
+
+    With torch's OpenMP back end ``torch.set_num_threads`` sets the calling thread's OpenMP thread
+    count, and also a process-wide value that every thread started later copies when it first
+    uses torch. Streamlit runs each script run in a new thread, so left alone, one training run
+    would make every page after it single-threaded. A helper thread therefore puts the
+    process-wide value back at once; this thread keeps its own setting.
+    """
+    with _THREADS_LOCK:
+        torch.get_num_threads()  # torch sets a thread up on its first use: do that now, not after the restore
+        torch.set_num_threads(1)
+        if _DEFAULT_TORCH_THREADS != 1:
+            restore = threading.Thread(target=torch.set_num_threads, args=(_DEFAULT_TORCH_THREADS,),
+                                       name="vit-explain-torch-threads")
+            restore.start()
+            restore.join()
+
+
 def _mean_attention_distance(attentions: torch.Tensor, grid: int, patch_size: int) -> np.ndarray:
     """[L, H] mean pixel distance between a patch and the patches it attends to (CLS excluded)."""
     r, c = np.divmod(np.arange(grid * grid), grid)
@@ -530,7 +555,7 @@ class TrainingRun:
             self.state, self.reason, self.message = state, reason, message
 
     def _work(self) -> None:
-        torch.set_num_threads(1)  # this thread only (OpenMP): the server's other threads keep theirs
+        _one_torch_thread_here()
         try:
             while not self.pool.acquire(self.run_id, timeout=0.25):
                 if self._stop.is_set():

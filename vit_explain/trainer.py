@@ -439,7 +439,8 @@ def _mean_attention_distance(attentions: torch.Tensor, grid: int, patch_size: in
     """[L, H] mean pixel distance between a patch and the patches it attends to (CLS excluded)."""
     r, c = np.divmod(np.arange(grid * grid), grid)
     dist = torch.from_numpy(np.hypot(r[:, None] - r[None, :], c[:, None] - c[None, :]) * patch_size).float()
-    patch_to_patch = attentions[:, :, 1:, 1:]  # [L, H, N, N]
+    n = grid * grid
+    patch_to_patch = attentions[:, :, -n:, -n:]  # [L, H, N, N]: the patches come after the prefix tokens
     weights = patch_to_patch / patch_to_patch.sum(-1, keepdim=True).clamp_min(1e-12)
     return (weights * dist).sum(-1).mean(-1).numpy().astype(np.float32)
 
@@ -628,10 +629,10 @@ class TrainingRun:
             probe = images_to_pixel_values(self.data.probe_image[None])
             out = model(probe, output_attentions=True)
             attentions = torch.cat(out.attentions).float()  # [L, H, T, T]
-            from .analysis import patch_filter_pca, position_similarity
+            from .analysis import cosine_matrix, patch_filter_pca
             from .weights import top_k
 
-            start = 1  # the CLS token; the patches follow
+            n = config.num_patches  # the patches are the last n tokens, after CLS (and any other prefix token)
             weight = model.vit.embeddings.patch_embeddings.projection.weight
             components, variance = patch_filter_pca(weight.detach().float().numpy(), k=FILTER_COMPONENTS)
             snap = Snapshot(
@@ -639,10 +640,10 @@ class TrainingRun:
                 seconds=self.seconds,
                 held_out_loss=sum(losses) / max(1, len(y)),
                 held_out_accuracy=correct / max(1, len(y)),
-                cls_attention=attentions[:, :, 0, start:].numpy().astype(np.float32),
+                cls_attention=attentions[:, :, 0, -n:].numpy().astype(np.float32),
                 attention_distance=_mean_attention_distance(attentions, config.grid_size, config.patch_size),
-                position_similarity=position_similarity(
-                    model.vit.embeddings.position_embeddings.detach().float().numpy(), config.grid_size
+                position_similarity=cosine_matrix(
+                    model.vit.embeddings.position_embeddings[0, -n:].detach().float().numpy()
                 ).astype(np.float16),
                 filters=np.rint(np.clip(components, 0, 1) * 255).astype(np.uint8),
                 filter_variance=np.asarray(variance, dtype=np.float32),

@@ -109,7 +109,7 @@ pool = trainer.server_pool()
 st.caption(
     f":material/info: Limits on this shared server: each run trains at most {settings.max_steps:,} steps or "
     f"{settings.max_seconds / 60:.0f} minutes (over all its resumes), on one CPU thread, with models of at most "
-    f"{trainer.MAX_PARAMETERS / 1e6:.0f}M parameters and {trainer.MAX_TRAIN_TOKENS} tokens; at most {pool.slots} "
+    f"{trainer.MAX_PARAMETERS / 1e6:.0f}M parameters, {trainer.MAX_TRAIN_TOKENS} tokens and {trainer.MAX_TRAIN_PATCH} px patches; at most {pool.slots} "
     f"run{'s' if pool.slots != 1 else ''} train at once (others wait in a queue, first come first served); a run "
     f"stops when its browser tab is closed. Batches of {settings.batch_size} pictures, AdamW, peak learning rate "
     f"{settings.lr:g}."

@@ -261,6 +261,8 @@ def test_build_model_checks_size_and_fits_the_head_to_the_data():
                                         intermediate_size=3072), CLASS_NAMES)
     with pytest.raises(ValueError, match="larger patch size"):
         trainer.check_trainable(tiny_config(image_size=128, patch_size=4))
+    with pytest.raises(ValueError, match="smaller patch size"):
+        trainer.check_trainable(tiny_config(image_size=128, patch_size=64))
     base = trainer.build_model(tiny_config(), CLASS_NAMES)
     ten = [f"c{i}" for i in range(10)]
     copy = trainer.build_model(tiny_config(), ten, base=base)

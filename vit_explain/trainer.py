@@ -73,6 +73,8 @@ MAX_SNAPSHOTS = 40
 #: Largest model the Training stage trains (parameters) and longest token sequence (a 16 x 16 grid + CLS).
 MAX_PARAMETERS = 3_000_000
 MAX_TRAIN_TOKENS = 257
+#: Largest patch the Training stage trains (bounds the filter pictures a snapshot keeps).
+MAX_TRAIN_PATCH = 32
 #: Patch-embedding filter components drawn per snapshot.
 FILTER_COMPONENTS = 16
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -350,6 +352,9 @@ def check_trainable(config: ViTConfig, num_labels: int | None = None) -> None:
             f"{config.grid_size}x{config.grid_size} patches ({config.num_tokens} tokens) is more than the Training stage "
             f"allows (a {grid}x{grid} grid, {MAX_TRAIN_TOKENS} tokens): use a larger patch size or a smaller image."
         )
+    if config.patch_size > MAX_TRAIN_PATCH:
+        raise ValueError(f"Patches of {config.patch_size} px are larger than the Training stage takes ({MAX_TRAIN_PATCH} px "
+                         f"at most): use a smaller patch size.")
     n = parameter_count(config, num_labels)
     if n > MAX_PARAMETERS:
         raise ValueError(

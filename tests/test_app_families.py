@@ -81,3 +81,13 @@ def test_the_sidebar_sliders_work_on_the_family(tmp_path, family):
         assert not at.error, (key, [e.value for e in at.error])
     at.switch_page("pages/layers.py").run()
     assert not at.exception and not at.error
+
+
+@pytest.mark.parametrize("repo_id,words", [
+    ("facebook/deit-tiny-patch16-224", ["preprocessor_config.json", "squashes it to 256 x 256"]),
+    ("facebook/dinov2-with-registers-small", ["same as DINOv2's own evaluation", "88 MB"]),
+])
+def test_named_checkpoints_say_their_size_and_preprocessing_before_the_download(repo_id, words):
+    at = open_app(f"hub:{repo_id}")  # offline in tests: the sidebar still says what it would fetch
+    captions = " ".join(c.value for c in at.sidebar.caption)
+    assert all(w in captions for w in words), captions

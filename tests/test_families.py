@@ -49,7 +49,15 @@ def dinov2(registers=0):
     return randomise(transformers.Dinov2Model(config)), 56
 
 
+def deit(kind):
+    config = transformers.DeiTConfig(**SMALL, intermediate_size=48, image_size=32, patch_size=8, num_labels=5)
+    cls = transformers.DeiTForImageClassification if kind == "classifier" else transformers.DeiTModel
+    return randomise(cls(config)), 32
+
+
 FAMILIES = {
+    "deit_model": lambda: deit("model"),  # CLS + distillation token, a pooler on CLS
+    "deit_classifier": lambda: deit("classifier"),  # the distillation token, one head on CLS
     "distilled_deit": distilled_deit,
     "dinov2": dinov2,
     "dinov2_registers": lambda: dinov2(registers=4),
@@ -66,6 +74,8 @@ def assert_matches(ours, theirs, x):
     want = reference(theirs, x)
     with torch.no_grad():
         got = ours(x, output_attentions=True, output_hidden_states=True)
+    if getattr(want, "pooler_output", None) is not None and got.pooler_output is not None:
+        torch.testing.assert_close(got.pooler_output, want.pooler_output, atol=1e-5, rtol=0)
     if getattr(want, "logits", None) is not None:
         torch.testing.assert_close(got.logits, want.logits, atol=1e-5, rtol=0)
     else:
@@ -84,7 +94,7 @@ def test_parity_through_a_save_pretrained_folder(tmp_path, family):
     ours = load_checkpoint(tmp_path)
     assert_matches(ours, theirs, pixels(size))
     # and at another image size: DINOv2 resizes its position embeddings to the grid, like transformers
-    if family != "distilled_deit":
+    if family.startswith("dinov2"):
         other = type(ours)(ours.config.replace(image_size=28, position_embedding_size=size), add_pooling_layer=False)
         other.load_state_dict(ours.state_dict())
         assert_matches(other.eval(), theirs, pixels(28))
@@ -104,7 +114,8 @@ def test_parity_from_a_state_dict_and_a_single_file(tmp_path, family):
     bare = load_checkpoint(on_disk, num_heads=4)
     if family.startswith("dinov2"):
         assert bare.config.layerscale_value == 1.0 and bare.config.use_mask_token
-    assert bare.config.num_prefix_tokens == {"distilled_deit": 2, "dinov2": 1, "dinov2_registers": 5}[family]
+    assert bare.config.num_prefix_tokens == {"distilled_deit": 2, "deit_model": 2, "deit_classifier": 2, "dinov2": 1,
+                                              "dinov2_registers": 5}[family]
     from vit_explain.weights import describe
 
     info = describe(bare)

@@ -252,3 +252,18 @@ def test_resample_keeps_the_prefix_tokens(tmp_path, family):
         again = load_checkpoint(tmp_path / f"r{len(changes)}{config.patch_size}")
         with torch.no_grad():
             torch.testing.assert_close(again(x).last_hidden_state, out.last_hidden_state, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_the_counted_parameters_are_the_models(tmp_path, family):
+    """flops.architecture (the overview's diagram and the sidebar's count) counts every family exactly."""
+    from vit_explain.flops import architecture
+    from vit_explain.model import ViTForImageClassification
+
+    theirs, _ = FAMILIES[family]()
+    theirs.save_pretrained(tmp_path)
+    ours = load_checkpoint(tmp_path)
+    classifier = isinstance(ours, ViTForImageClassification)
+    pooler = (ours.vit if classifier else ours).pooler is not None
+    counted = architecture(ours.config, has_pooler=pooler, classifier=classifier)[0].params
+    assert counted == ours.num_parameters() == sum(p.numel() for p in theirs.parameters())

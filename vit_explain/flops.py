@@ -6,7 +6,7 @@ multiply-add as 2 FLOPs: the convolution, the linear layers and the two attentio
 (Q·Kᵀ and weights·V). Element-wise work (biases, layer norms, softmax, GELU, residual and
 position adds) is left out: at ViT-B/16 it is about 0.3 % of the total.
 
-Symbols as in ``model.py``: C channels, P patch size, N patches, T = N + 1 tokens, D hidden size,
+Symbols as in ``model.py``: C channels, P patch size, N patches, T = S + N tokens (S prefix tokens), D hidden size,
 H heads, d = D / H, M MLP size, L layers, K labels. The main counts::
 
     PatchEmbeddings   conv             2 * N * (C*P*P) * D
@@ -86,15 +86,29 @@ def architecture(config: ViTConfig, *, has_pooler: bool = False, classifier: boo
     tokens = ("[batch, tokens, hidden]", (1, T, D))
 
     def embeddings(parent: str) -> list[Block]:
-        return [
+        out = [
             b.leaf(parent, "PatchEmbeddings", "PatchEmbeddings", "[batch, num_patches, hidden]", (1, N, D),
                    C * P * P * D + D, 2 * N * (C * P * P) * D,
                    f"Conv2d {C}->{D}, kernel = stride = {P}: one linear map of each {C}x{P}x{P} patch"),
             b.leaf(parent, "CLS token", "Parameter", "[1, 1, hidden]", (1, 1, D), D, 0,
                    "a learned vector put in front of the patches"),
-            b.leaf(parent, "position embeddings", "Parameter", "[1, tokens, hidden]", (1, T, D), T * D, 0,
-                   "a learned vector per position, added to the tokens"),
         ]
+        if config.use_distillation_token:
+            out.append(b.leaf(parent, "distillation token", "Parameter", "[1, 1, hidden]", (1, 1, D), D, 0,
+                              "DeiT's second learned token, after CLS"))
+        if config.num_register_tokens:
+            R = config.num_register_tokens
+            out.append(b.leaf(parent, "register tokens", "Parameter", "[1, registers, hidden]", (1, R, D), R * D, 0,
+                              "learned spare tokens after CLS, with no position embedding"))
+        if config.use_mask_token:
+            out.append(b.leaf(parent, "mask token", "Parameter", "[1, hidden]", (1, D), D, 0,
+                              "DINOv2's mask token, kept from training, unused here"))
+        rows = config.num_position_embeddings
+        out.append(b.leaf(parent, "position embeddings", "Parameter", "[1, positions, hidden]", (1, rows, D), rows * D, 0,
+                          "a learned vector per position, added to the tokens"
+                          + (f" (trained for a {config.position_grid_size}x{config.position_grid_size} grid, resized)"
+                             if config.position_grid_size != config.grid_size else "")))
+        return out
 
     def self_attention(parent: str) -> list[Block]:
         return [
@@ -114,7 +128,9 @@ def architecture(config: ViTConfig, *, has_pooler: bool = False, classifier: boo
         ]
 
     def layer(parent: str) -> list[Block]:
-        return [
+        scale = [b.leaf(parent, "layer scale x2", "ViTLayerScale", *tokens, 2 * D, 0,
+                        "a learned factor per channel on each residual branch")] if config.layerscale_value is not None else []
+        return scale + [
             b.leaf(parent, "LayerNorm before", "LayerNorm", *tokens, 2 * D, 0),
             b.group(parent, "ViTAttention", "ViTAttention", *tokens, attention),
             b.leaf(parent, "LayerNorm after", "LayerNorm", *tokens, 2 * D, 0),
@@ -147,7 +163,9 @@ def architecture(config: ViTConfig, *, has_pooler: bool = False, classifier: boo
             b.group(parent, "ViTModel", "ViTModel", *tokens, vit),
             b.leaf(parent, "classifier", "Linear", "[batch, num_labels]", (1, K), _linear_params(D, K) if K else 0,
                    2 * D * K, f"linear head on the final CLS token: {D} -> {K}" if K else "identity (no labels)"),
-        ]
+        ] + ([b.leaf(parent, "distillation_classifier", "Linear", "[batch, num_labels]", (1, K), _linear_params(D, K),
+                     2 * D * K, "DeiT's second head, on the distillation token; the two are averaged")]
+             if config.use_distillation_head and K else [])
 
     b.group("", "ViTForImageClassification", "ViTForImageClassification", "[batch, num_labels]", (1, K), top)
     return b.blocks

@@ -609,15 +609,9 @@ def _choose_config(source: str, base_config: ViTConfig) -> ViTConfig:
 
 
 def _parameter_count(config: ViTConfig, with_pooler: bool, num_labels: int) -> int:
-    d, m, c, p = config.hidden_size, config.intermediate_size, config.num_channels, config.patch_size
-    embeddings = c * p * p * d + d + d + config.num_tokens * d
-    layer = 4 * (d * d + d) + (d * m + m) + (m * d + d) + 4 * d
-    total = embeddings + config.num_hidden_layers * layer + 2 * d
-    if with_pooler:
-        total += d * d + d
-    if num_labels:
-        total += d * num_labels + num_labels
-    return total
+    from .flops import architecture
+
+    return architecture(config, has_pooler=with_pooler, classifier=bool(num_labels), num_labels=num_labels)[0].params
 
 
 def _human_bytes(n: float) -> str:
@@ -639,7 +633,8 @@ section[data-testid="stSidebar"] [data-testid="stMetricLabel"] p { font-size: 0.
 def _config_metrics(config: ViTConfig, with_pooler: bool, num_labels: int) -> None:
     st.sidebar.html(_SIDEBAR_CSS)
     cols = st.sidebar.columns(3, gap="small")
-    cols[0].metric("Tokens", f"{config.num_tokens:,}", help=f"{config.grid_size} x {config.grid_size} patches + 1 CLS")
+    cols[0].metric("Tokens", f"{config.num_tokens:,}", help=f"{config.grid_size} x {config.grid_size} patches + "
+                   + ", ".join(config.prefix_token_names()))
     cols[1].metric("Parameters", f"{_parameter_count(config, with_pooler, num_labels) / 1e6:.2f}M")
     cols[2].metric("Attention", _human_bytes(attention_memory_bytes(config)),
                    help="Scores and probabilities of every head of every layer, float32: grows with tokens^2.")

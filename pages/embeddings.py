@@ -50,6 +50,22 @@ ui.einops_expression(
     "The addition is element by element: token i gets position vector i. The CLS token gets one too (row 0).",
 )
 
+if cfg.num_prefix_tokens > 1:
+    extra = []
+    if cfg.use_distillation_token:
+        extra.append("a **distillation token** (DIST, row 1) that DeiT trained to copy a teacher network's answer; "
+                     "its own head reads it at the end and the two heads' logits are averaged" if cfg.use_distillation_head
+                     else "a **distillation token** (DIST, row 1) that DeiT trained to copy a teacher network's answer")
+    if cfg.num_register_tokens:
+        first = cfg.num_prefix_tokens - cfg.num_register_tokens
+        extra.append(f"{cfg.num_register_tokens} **register tokens** (rows {first} to {cfg.num_prefix_tokens - 1}): "
+                     "spare learned vectors the model may use as scratch space; they get no position (a zero row)")
+    st.info(f"This model puts {cfg.num_prefix_tokens} tokens in front of the patches: CLS, then " + "; ".join(extra)
+            + f". The patches are rows {cfg.num_prefix_tokens} to {T - 1}.", icon=":material/playlist_add:")
+if cfg.position_grid_size != g:
+    st.caption(f"The position embeddings were trained for a {cfg.position_grid_size}x{cfg.position_grid_size} grid; "
+               f"before they are added they are resized (bicubic) to this picture's {g}x{g} grid, as DINOv2 does.")
+
 # ---- the sequence before and after
 tokens, position, embedded = run.core["tokens_with_cls"], run.core["position_embeddings"], run.core["embeddings"]
 st.subheader("The sequence: CLS in front, positions added")

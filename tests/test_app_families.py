@@ -91,3 +91,25 @@ def test_named_checkpoints_say_their_size_and_preprocessing_before_the_download(
     at = open_app(f"hub:{repo_id}")  # offline in tests: the sidebar still says what it would fetch
     captions = " ".join(c.value for c in at.sidebar.caption)
     assert all(w in captions for w in words), captions
+
+
+def test_the_embeddings_page_names_the_extra_tokens(tmp_path):
+    at = open_app("local", local_path=str(checkpoint("distilled_deit", tmp_path / "d")), page="pages/embeddings.py")
+    assert any("distillation token" in i.value and "averaged" in i.value for i in at.info)
+    at = open_app("local", local_path=str(checkpoint("dinov2_registers", tmp_path / "r")), page="pages/embeddings.py")
+    assert any("4 **register tokens** (rows 1 to 4)" in i.value and "rows 5 to" in i.value for i in at.info)
+
+
+def test_a_dinov2_trained_at_518_px_runs_at_its_224_px_crop_in_the_app(tmp_path):
+    import json
+
+    folder = tmp_path / "dinov2"
+    transformers.Dinov2Model(transformers.Dinov2Config(**SMALL, image_size=518, patch_size=14, mlp_ratio=2)
+                             ).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "do_resize": True, "size": {"shortest_edge": 256}, "resample": 3, "do_center_crop": True,
+        "crop_size": {"height": 224, "width": 224}, "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225]}))
+    at = open_app("local", local_path=str(folder), upload=("p.png", png(), "image/png"), page="pages/embeddings.py")
+    assert any("37x37 grid" in c.value and "16x16" in c.value for c in at.caption)
+    assert "`[1, 257, 32]`" in " ".join(m.value for m in at.markdown)

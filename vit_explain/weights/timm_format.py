@@ -16,8 +16,10 @@ from .resampling import interpolate_position_embeddings
 
 _TIMM_REFUSALS = [
     (r"^fc_norm\.", "it pools by averaging the patch tokens (fc_norm, global_pool='avg'); the classic ViT classifies from the CLS token"),
-    (r"^dist_token$|^head_dist\.", "it is a distilled DeiT with a second (distillation) token and head"),
-    (r"^reg_token$", "it has register tokens"),
+    (r"^dist_token$|^head_dist\.", "it is a distilled DeiT with a second (distillation) token and head; "
+     "its transformers version (e.g. facebook/deit-base-distilled-patch16-224) loads exactly"),
+    (r"^reg_token$", "it has register tokens; DINOv2 with registers loads in its transformers version "
+     "(e.g. facebook/dinov2-with-registers-small)"),
     (r"\.ls[12]\.", "it uses layer scale (ls1/ls2, as in DeiT-III or CaiT)"),
     (r"\.(q_norm|k_norm)\.|\.attn\.norm\.", "it normalises queries and keys (qk-norm)"),
     (r"\.attn\.(q_bias|v_bias)$", "it has separate q/v biases (BEiT style)"),
@@ -84,11 +86,11 @@ def _spec_from_pretrained_cfg(cfg: Mapping[str, Any]) -> tuple[Any, str]:
     """timm's eval transform (resize to size / crop_pct, centre crop, mean/std) as a PreprocessSpec."""
     from ..preprocess import PreprocessSpec
 
-    input_size = cfg.get("test_input_size") or cfg.get("input_size") or (3, 224, 224)
+    input_size = cfg.get("input_size") or (3, 224, 224)  # the trained size (test_input_size would need other embeddings)
     channels, height, width = (int(v) for v in input_size)
     if height != width:
         raise CheckpointError(f"timm's input_size {list(input_size)} is not square; only square inputs are supported.")
-    crop_pct = float(cfg.get("test_crop_pct") or cfg.get("crop_pct") or 0.875)
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
     mode = cfg.get("crop_mode") or "center"
     interpolation = str(cfg.get("interpolation") or "bicubic")
     resample = _INTERPOLATION.get(interpolation, 3)

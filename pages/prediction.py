@@ -287,6 +287,10 @@ def logit_lens_section(run, k: int) -> None:
     settled = next((s for s in range(len(stages)) if all(t == lens["top1"][-1] for t in lens["top1"][s:])), L)
     st.caption(f"The final answer, **{names[0]}**, is the top class from **{stages[settled]}** on "
                f"(probability there {probs[settled, final[0]]:.1%}, at the end {probs[-1, final[0]]:.1%}).")
+    if run.config.use_distillation_head:
+        st.caption("This distilled DeiT answers with the average of two heads: `classifier` on the CLS token and "
+                   "`distillation_classifier` on the distillation token (token 1). The lens reads the CLS head "
+                   "only, so its last row can differ a little from the model's final probabilities above.")
 
 
 @st.fragment

@@ -113,3 +113,8 @@ def test_a_dinov2_trained_at_518_px_runs_at_its_224_px_crop_in_the_app(tmp_path)
     at = open_app("local", local_path=str(folder), upload=("p.png", png(), "image/png"), page="pages/embeddings.py")
     assert any("37x37 grid" in c.value and "16x16" in c.value for c in at.caption)
     assert "`[1, 257, 32]`" in " ".join(m.value for m in at.markdown)
+
+
+def test_the_prediction_page_says_a_distilled_deit_averages_two_heads(tmp_path):
+    at = open_app("local", local_path=str(checkpoint("distilled_deit", tmp_path / "d")), page="pages/prediction.py")
+    assert any("average of two heads" in c.value and "distillation_classifier" in c.value for c in at.caption)

@@ -14,7 +14,7 @@ import streamlit as st
 
 from vit_explain import ViTConfig, analysis, ui
 from vit_explain.charts import attention as charts
-from vit_explain.charts.common import clicked_patch
+from vit_explain.charts.common import attention_range, clicked_patch, scale_label
 from vit_explain.model import ViTAttention, ViTSelfAttention, ViTSelfOutput
 
 PAGE = "pages/attention.py"
@@ -22,19 +22,19 @@ PAGE = "pages/attention.py"
 
 # ---------------------------------------------------------------------------------- cached helpers
 @st.cache_data(max_entries=64, show_spinner=False)
-def query_tiles(digest, source, config_json, layer: int, query: int, stretch: bool, _image, _probs):
+def query_tiles(digest, source, config_json, layer: int, query: int, fixed: bool, _image, _probs):
     """Where every head of ``layer`` looks from ``query``: (tiles, maps [H, g, g], to_cls [H], zmax)."""
     grid = ViTConfig.from_dict(json.loads(config_json)).grid_size
     maps, to_cls = charts.query_maps(_probs, query, grid)
-    zmax = float(maps.max()) if stretch and maps.max() > 0 else 1.0
+    _, zmax = attention_range(maps, fixed=fixed)
     return charts.overlay_tiles(_image, maps, 0.0, zmax), maps, to_cls, zmax
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def cls_tiles(digest, source, config_json, layer: int, stretch: bool, _image, _probs):
+def cls_tiles(digest, source, config_json, layer: int, fixed: bool, _image, _probs):
     grid = ViTConfig.from_dict(json.loads(config_json)).grid_size
     maps, to_self = charts.cls_maps(_probs, grid)
-    zmax = float(maps.max()) if stretch and maps.max() > 0 else 1.0
+    _, zmax = attention_range(maps, fixed=fixed)
     return charts.overlay_tiles(_image, maps, 0.0, zmax), maps, to_self, zmax
 
 
@@ -111,23 +111,20 @@ ui.einops_expression(
 ui.show_source(ViTSelfAttention, ViTSelfOutput, ViTAttention)
 
 st.header("Pick a layer and a head")
-c1, c2, c3 = st.columns([3, 3, 2], vertical_alignment="bottom")
+c1, c2 = st.columns(2, vertical_alignment="bottom")
 with c1:
     layer = index_picker("Layer", cfg.num_hidden_layers, "attn:layer", "layer",
-                         help="Every encoder layer has its own attention with its own weights.")
+                         help="Every encoder layer has its own attention with its own weights: layer i is "
+                              "encoder.layer[i] in the code.")
 with c2:
     head = index_picker("Head", H, "attn:head", "head", help="The head shown in the Q/K/V and score charts.")
-with c3:
-    stretch = st.toggle("Stretch colours", key=ui.remember("attn:stretch", flag),
-                        help="Attention maps use a fixed 0..1 scale. Spread over many patches, weights are small "
-                             "(1 / tokens each when uniform) and look dark: stretch the scale to the largest "
-                             "weight shown (still shared by all heads).")
+fixed = ui.fixed_attention_scale()
 taps = run.layer(layer)
 probs = taps["probs"]  # [H, T, T]
 
 
 @st.fragment
-def query_explorer(run, layer: int, head: int, stretch: bool) -> None:
+def query_explorer(run, layer: int, head: int, fixed: bool) -> None:
     """Click a patch: it becomes the query, and every head of the layer shows where it looks."""
     g, P, H, T = run.config.grid_size, run.config.patch_size, run.config.num_attention_heads, run.config.num_tokens
     probs = run.layer(layer)["probs"]
@@ -136,10 +133,8 @@ def query_explorer(run, layer: int, head: int, stretch: bool) -> None:
     if clicked is not None and clicked != state.get("attn:last_click") and 0 <= clicked < n:
         state["attn:query"] = clicked
     state["attn:last_click"] = clicked
-    query = state.get("attn:query")
-    if not isinstance(query, (int, np.integer)) or not 0 <= query < n:
-        query = (g // 2) * g + g // 2  # the middle of the picture
-    state["attn:query"] = state["attn:query_input"] = int(query)
+    query = ui.patch_on_grid("attn:query", g)  # the middle at first; the same spot after a patch-size change
+    state["attn:query_input"] = query
 
     left, right = st.columns([1, 2])
     with left:
@@ -149,26 +144,28 @@ def query_explorer(run, layer: int, head: int, stretch: bool) -> None:
         st.number_input("... or type the query patch", min_value=0, max_value=n - 1, step=1, key="attn:query_input",
                         on_change=lambda: state.update({"attn:query": int(state["attn:query_input"])}),
                         help=f"Patches are numbered row by row from 0 to {n - 1}; the query is token patch + 1.")
-    tiles, maps, to_cls, zmax = query_tiles(run.digest, run.source, run.config_json, layer, query, stretch,
+    tiles, maps, to_cls, zmax = query_tiles(run.digest, run.source, run.config_json, layer, query, fixed,
                                             run.image, probs)
     titles = [f"<b>head {h} ◂</b>" if h == head else f"head {h}" for h in range(H)]
-    titles = [f"{t} · CLS {100 * c:.0f}%" for t, c in zip(titles, to_cls)]
+    titles = [f"{t}<br>CLS {100 * c:.0f}%" for t, c in zip(titles, to_cls)]
     with right:
         fig = charts.overlay_facets(
             tiles, maps, titles, f"Layer {layer}: where each head looks from {patch_label(query, g)}",
-            zmax=zmax, mark_patch=query, hover_label="weight")
+            zmax=zmax, mark_patch=query, hover_label="weight",
+            colorbar_title=scale_label("weight", 0.0, zmax, fixed))
         ui.plot(fig, key="attn:query_heads")
         st.caption(
             f"Each panel is one row of that head's attention matrix: the weights token {query + 1} "
-            f"({patch_label(query, g)}, outlined) gives to the {n} patches, coloured on "
-            + ("a fixed 0..1 scale" if zmax == 1.0 else f"0..{zmax:.3f} (stretched, shared by all heads)")
-            + ". The rest of each row goes to CLS (percentage in the title). Uniform attention would give every "
+            f"({patch_label(query, g)}, outlined) gives to the {n} patches, coloured "
+            + ("on the fixed scale 0..1" if fixed else f"from 0 to {zmax:.3f}, the largest weight shown (one scale "
+                                                         "for all heads)")
+            + ". The rest of each row goes to CLS (percentage under each head). Uniform attention would give every "
             f"token 1/{T} = {1 / T:.4f}."
         )
 
 
 st.header("Click a patch: where does each head look?")
-query_explorer(run, layer, head, stretch)
+query_explorer(run, layer, head, fixed)
 
 st.header(f"Inside head {head}: queries, keys and values")
 st.markdown(
@@ -201,11 +198,10 @@ left, right = st.columns(2)
 with left:
     ui.plot(charts.token_matrix(scores, f"Scores q·kᵀ/√d, layer {layer}, {which}", kind="scores"),
             key="attn:scores")
-wmax = float(weights.max()) if stretch and weights.max() > 0 else 1.0
+_, wmax = attention_range(weights, fixed=fixed)
 with right:
-    ui.plot(charts.token_matrix(weights, f"Attention = softmax(scores), layer {layer}, {which}"
-                                + ("" if wmax == 1.0 else f" (colours 0..{wmax:.3f})"), kind="probs", zmax=wmax),
-            key="attn:probs")
+    ui.plot(charts.token_matrix(weights, f"Attention = softmax(scores), layer {layer}, {which}", kind="probs",
+                                zmax=wmax, fixed=fixed), key="attn:probs")
 row_error = float(np.abs(weights.sum(-1) - 1.0).max())
 st.caption(f"Check: every row of the attention matrix sums to 1 (largest deviation here: {row_error:.1e}). "
            f"Scores here run from {scores.min():.2f} to {scores.max():.2f}; the heatmap centres them on 0.")
@@ -215,11 +211,12 @@ st.markdown(
     "CLS is the token the classifier reads at the end, so its row of the attention matrix shows which patches "
     "feed the prediction in this layer. One panel per head, on one shared colour scale."
 )
-tiles, cmaps, to_self, czmax = cls_tiles(run.digest, run.source, run.config_json, layer, stretch, run.image, probs)
+tiles, cmaps, to_self, czmax = cls_tiles(run.digest, run.source, run.config_json, layer, fixed, run.image, probs)
 ui.plot(charts.overlay_facets(
-    tiles, cmaps, [f"head {h} · self {100 * s:.0f}%" for h, s in enumerate(to_self)],
+    tiles, cmaps, [f"head {h}<br>to itself {100 * s:.0f}%" for h, s in enumerate(to_self)],
     f"Layer {layer}: attention of the CLS token over the {g}x{g} patches, per head", zmax=czmax,
-    cols=H if H <= 6 else (6 if H <= 24 else 8), cell=200, hover_label="weight"), key="attn:cls")
+    cols=min(H, 4 if H <= 16 else 6), cell=int(500 / min(H, 4 if H <= 16 else 6) + 46), hover_label="weight",
+    colorbar_title=scale_label("weight", 0.0, czmax, fixed)), key="attn:cls")
 
 prefix_names = cfg.prefix_token_names()
 final_norms = np.linalg.norm(run.core["hidden_states"][-1], axis=-1)  # [T] after the last layer

@@ -112,8 +112,7 @@ zrange = charts.stretched_range(similarity) if stretch else None
 
 @st.fragment
 def similarity_explorer() -> None:
-    selected = int(np.clip(st.session_state.get(SELECTED, (g // 2) * g + g // 2), 0, N - 1))
-    st.session_state[SELECTED] = selected
+    selected = ui.patch_on_grid(SELECTED, g)
     r, c = divmod(selected, g)
     left, right = st.columns(2, gap="medium")
     with left:

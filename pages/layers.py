@@ -87,7 +87,7 @@ ui.shapes([
 ])
 left, right = st.columns([5, 7])
 with left:
-    st.graphviz_chart(charts.layer_block_dot(), width="stretch")
+    st.image(charts.layer_block_svg(), width=320)
 with right:
     ui.einops_expression(
         """
@@ -165,9 +165,14 @@ if cfg.num_register_tokens:
 @st.fragment
 def cls_view():
     st.subheader("Where CLS looks, layer by layer")
-    relative = st.toggle("Scale each layer's map to its own maximum", value=True, key="layers:cls_relative",
-                         help="Off: raw softmax weights on the fixed 0..1 scale (with many patches they are all tiny).")
-    ui.plot(charts.cls_attention_facets(d["cls_maps"], relative=relative), key="layers:cls_maps")
+    a, b = st.columns(2)
+    with a:
+        fixed = ui.fixed_attention_scale()
+    relative = b.toggle("Scale each layer to its own maximum", value=False, key="layers:cls_relative",
+                        help="Shows every layer's pattern, even where its weights are far smaller than in the "
+                             "strongest layer; the layers can then no longer be compared by colour.")
+    ui.plot(charts.cls_attention_facets(d["cls_maps"], fixed=fixed, relative=relative,
+                                        cols=min(L, 6 if L > 8 else 4)), key="layers:cls_maps")
     st.caption("The CLS token collects the summary the classifier reads. Early layers usually spread its attention "
                "evenly or locally; in trained models later layers focus it on the object.")
 
@@ -202,7 +207,7 @@ def rollout_view():
     zmax = max(float(maps["scale"][1]), 1e-6)
     ui.plot(charts.overlay_panels(
         run.image, [maps["rollout"], maps["raw"]],
-        [f"rollout through all {L} layers", f"raw CLS attention, layer {L} (mean over heads)"],
+        [f"rollout through all {L} layers", f"raw CLS attention, layer {L - 1}<br>(the last; mean over heads)"],
         "Which patches reach the CLS token (one shared colour scale)", colorbar_title="share of CLS attention",
         zmin=0.0, zmax=zmax, patch_size=P), key="layers:rollout")
     st.caption("Raw attention only shows one layer. Rollout (Abnar and Zuidema, 2020) multiplies the layers' "
@@ -220,8 +225,9 @@ def pca_view():
     if not 0 <= st.session_state.get("layers:pca_layer", L) <= L:
         st.session_state["layers:pca_layer"] = L
     st.session_state.setdefault("layers:pca_layer", L)
-    layer = st.select_slider("After layer", list(range(L + 1)), key="layers:pca_layer",
-                             format_func=lambda n: "embeddings (0)" if n == 0 else str(n))
+    layer = st.select_slider("Tokens", list(range(L + 1)), key="layers:pca_layer", format_func=charts.state_name,
+                             help="hidden_states[k]: the embeddings (k = 0), or the stream after layer k - 1 "
+                                  "(layer i is encoder.layer[i]).")
     if g * g < 3:
         st.info(f"A {g}x{g} grid has too few patches for three principal components; choose a smaller patch size.")
     rgb = pca(*key, layer, run.core["hidden_states"][layer], g)

@@ -55,18 +55,14 @@ ui.stage_header(
     ["ViTIntermediate", "ViTOutput"],
 )
 
-# ---- which layer
-if not 1 <= st.session_state.get("mlp:layer", 1) <= L:
-    st.session_state["mlp:layer"] = L
+# ---- which layer (layer i is encoder.layer[i], counted from 0 as everywhere in the app)
 if L > 1:
-    st.session_state.setdefault("mlp:layer", 1)
-    layer_no = st.select_slider("Layer", list(range(1, L + 1)), key="mlp:layer",
-                                format_func=lambda n: f"{n} (encoder.layer[{n - 1}])",
-                                help="Every layer has its own MLP with its own weights.")
+    index = st.select_slider("Layer", list(range(L)), key=ui.remember("mlp:layer", ui.clamp_index(L)),
+                             format_func=lambda i: f"layer {i}",
+                             help="Every layer has its own MLP with its own weights: layer i is encoder.layer[i].")
 else:
-    layer_no = 1
-    st.caption("This model has a single layer: encoder.layer[0].")
-index = layer_no - 1
+    index = 0
+    st.caption("This model has a single layer: layer 0 (encoder.layer[0]).")
 taps = run.layer(index)
 summary = layer_summary(run.digest, run.source, run.config_json, index, taps, g)
 
@@ -94,7 +90,7 @@ ui.show_source(ViTIntermediate, ViTOutput)
 # ---- 1. expand
 st.subheader("1 · Expand: D → M")
 ui.plot(charts.mapping_figure(
-    taps["layernorm_after"], taps["mlp_pre_act"], grid=g, title=f"Layer {layer_no}: each token row gets {M / D:.3g}x longer",
+    taps["layernorm_after"], taps["mlp_pre_act"], grid=g, title=f"Layer {index}: each token row gets {M / D:.3g}x longer",
     left_title="layernorm_after", right_title="mlp_pre_act", left_axis=f"feature of D = {D}",
     right_axis=f"hidden unit of M = {M}"), key="mlp:expand")
 st.caption("Each row is one token. The right panel is the left one multiplied by W1 (plus a bias): every hidden "
@@ -109,7 +105,7 @@ left, right = st.columns([3, 2])
 with left:
     ui.plot(charts.activation_figure(xs, ys, taps["mlp_pre_act"], act_label), key="mlp:activation")
 with right:
-    a, b = st.columns(2)
+    a = b = st.container()  # one above the other: side by side their labels were cut short at 1024 px
     a.metric("Below zero before", f"{stats['negative']:.1%}", help="Share of the T x M pre-activations that are negative.")
     b.metric(f"Near zero after {act_label}", f"{stats['near_zero']:.1%}",
              help=f"Share of activations with |value| < {charts.NEAR_ZERO}: the units this token left off.")
@@ -124,7 +120,7 @@ with right:
 # ---- 3. project back
 st.subheader("3 · Project back: M → D")
 ui.plot(charts.mapping_figure(
-    taps["mlp_post_act"], taps["mlp_output"], grid=g, title=f"Layer {layer_no}: back to {D} numbers per token",
+    taps["mlp_post_act"], taps["mlp_output"], grid=g, title=f"Layer {index}: back to {D} numbers per token",
     left_title="mlp_post_act", right_title="mlp_output", left_axis=f"hidden unit of M = {M}",
     right_axis=f"feature of D = {D}"), key="mlp:project")
 st.caption("W2 mixes the switched-on units back into the token's D-dimensional space. Columns where the left "

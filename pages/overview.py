@@ -27,7 +27,7 @@ num_labels = getattr(classifier, "out_features", 0)
 predicts = run.is_classifier and num_labels > 0
 blocks = architecture(cfg, has_pooler=run.has_pooler, classifier=classifier is not None, num_labels=num_labels)
 root = blocks[0]
-cols = st.columns(6)
+cols = st.columns(3) + st.columns(3)  # two rows: six in one row cut their values short at 1024 px
 cols[0].metric("Weights", "trained" if run.trained else "random", help=getattr(run.model, "source", run.source))
 cols[1].metric("Parameters", charts.human(root.params), help=f"{root.params:,} numbers learned in training")
 cols[2].metric("FLOPs per image", charts.human(root.flops),

@@ -55,8 +55,7 @@ ui.einops_expression(
 
 @st.fragment
 def patch_explorer() -> None:
-    selected = int(np.clip(st.session_state.get(SELECTED, (g // 2) * g + g // 2), 0, N - 1))
-    st.session_state[SELECTED] = selected
+    selected = ui.patch_on_grid(SELECTED, g)
     row, col = divmod(selected, g)
 
     st.subheader("Your picture, cut into patches")

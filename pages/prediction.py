@@ -280,7 +280,7 @@ def logit_lens_section(run, k: int) -> None:
     lens = _logit_lens(run.digest, run.source, run.config_json, run.model, run.core["hidden_states"][:, :1, :])
     probs = lens["probs"]
     final = np.argsort(-probs[-1], kind="stable")[:k]
-    stages = ["embeddings"] + [f"layer {i}" for i in range(1, L + 1)]
+    stages = ["embeddings"] + [f"after layer {i}" for i in range(L)]  # hidden_states[k]: after layer k - 1
     names = [_label(run, i) for i in final]
     top1 = [_label(run, i) for i in lens["top1"]]
     ui.plot(charts.logit_lens_heatmap(probs[:, final], stages, names, top1), key="pred:lens")
@@ -307,7 +307,7 @@ def occlusion_section(run) -> None:
                     format_func={"grey": "mean grey (0 after normalisation)", "black": "black pixels"}.get)
     attention = charts.cls_attention_map(run.core["attentions"][-1], g)
     n_top = max(1, round(0.1 * g * g))
-    buttons = st.columns([2, 1, 3])
+    buttons = st.columns([3, 1, 2])
     if buttons[0].button(f"Hide the {n_top} most-attended", key="pred:mask_top", icon=":material/visibility_off:"):
         masked = [int(i) for i in np.argsort(-attention.ravel(), kind="stable")[:n_top]]
         _set_masked(run, masked)
@@ -332,8 +332,10 @@ def occlusion_section(run) -> None:
                     key="pred:occ_bars")
             new_top = int(np.argmax(after_p))
             cols = st.columns(2)
+            change = after_p[classes[0]] - before_p[classes[0]]
             cols[0].metric(f"p({_label(run, classes[0])})", f"{after_p[classes[0]]:.1%}",
-                           f"{after_p[classes[0]] - before_p[classes[0]]:+.1%}")
+                           charts.change_label(change) if masked else None,
+                           delta_color="normal" if masked and abs(change) >= 0.0005 else "off")
             cols[1].metric("prediction now", _label(run, new_top),
                            "unchanged" if new_top == classes[0] else f"was {_label(run, classes[0])}", delta_color="off",
                            delta_arrow="off")

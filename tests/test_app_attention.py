@@ -17,7 +17,7 @@ def _titles(at) -> list[str]:
     out = []
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
-        out.append(spec["layout"].get("title", {}).get("text", ""))
+        out.append(spec["layout"].get("meta", {}).get("title", ""))
     return out
 
 
@@ -33,6 +33,20 @@ def _title_with(at, fragment: str) -> str:
     matches = [t for t in _titles(at) if fragment in t]
     assert matches, (fragment, _titles(at))
     return matches[0]
+
+
+def _attention_scale(at, fragment: str) -> tuple[str, float]:
+    """(colour bar title, top of the colour range) of the figure whose title holds ``fragment``."""
+    for chart in at.get("plotly_chart"):
+        spec = json.loads(chart.proto.spec)
+        if fragment in spec["layout"].get("meta", {}).get("title", ""):
+            for trace in spec["data"]:
+                if trace.get("type") == "heatmap" and trace.get("showscale", True) is not False and "colorbar" in trace:
+                    return trace["colorbar"]["title"]["text"], trace["zmax"]
+                marker = trace.get("marker", {})
+                if marker.get("showscale"):
+                    return marker["colorbar"]["title"]["text"], marker["cmax"]
+    raise AssertionError(fragment)
 
 
 def _jpeg(size=(90, 60)) -> bytes:
@@ -93,9 +107,19 @@ def test_pickers_and_query_change_the_charts(vit_b):
     assert "query patch 37 (row 2, col 9)" in _title_with(at, "where each head looks")
     at.toggle(key="attn:mean_heads").set_value(True).run()
     assert "mean of 12 heads" in _title_with(at, "Attention = softmax")
-    at.toggle(key="attn:stretch").set_value(True).run()
+    # attention colours are fitted to what each figure shows (said on the colour bar); 0..1 is an option
+    for fragment in ("Attention = softmax", "where each head looks", "attention of the CLS token"):
+        bar, zmax = _attention_scale(at, fragment)
+        assert "fitted" in bar and 0 < zmax < 1, (fragment, bar, zmax)
+    at.toggle(key="view:attn_fixed").set_value(True).run()
     assert not at.exception
-    assert "(colours 0.." in _title_with(at, "Attention = softmax")
+    for fragment in ("Attention = softmax", "where each head looks", "attention of the CLS token"):
+        assert _attention_scale(at, fragment) == ("weight<br>fixed 0–1" if "Attention" not in fragment
+                                                  else "attention<br>fixed 0–1", 1.0), fragment
+    at.switch_page("pages/layers.py").run()  # the choice follows the user to the other attention figures
+    assert at.toggle(key="view:attn_fixed").value is True
+    at.toggle(key="view:attn_fixed").set_value(False).run()
+    at.switch_page(PAGE).run()
 
 
 def test_sidebar_changes_reach_the_page(vit_b):
@@ -105,15 +129,16 @@ def test_sidebar_changes_reach_the_page(vit_b):
     assert not at.exception, at.exception
     text = _text(at)
     assert "`[1, 50, 768]`" in text and "`[1, 12, 50, 50]`" in text  # 49 patches + CLS
-    assert "query patch 37 (row 5, col 2)" in _title_with(at, "where each head looks")  # still on the 7x7 grid
+    # the query stays on the same spot of the picture: (row 2, col 9) of 14x14 is (row 1, col 4) of 7x7
+    assert "query patch 11 (row 1, col 4)" in _title_with(at, "where each head looks")
     at.sidebar.select_slider(key="w:num_layers").set_value(2).run()
     assert not at.exception
     assert at.select_slider(key="attn:layer").options == ["layer 0", "layer 1"]
     assert at.select_slider(key="attn:layer").value == 1  # layer 5 no longer exists: clamped
-    at.sidebar.select_slider(key="w:image_size").set_value(64).run()  # 64 / 32: a 2x2 grid, query 37 is gone
+    at.sidebar.select_slider(key="w:image_size").set_value(64).run()  # 64 / 32: a 2x2 grid
     assert not at.exception
     assert "`[1, 5, 768]`" in _text(at)
-    assert "query patch 3 (row 1, col 1)" in _title_with(at, "where each head looks")  # back to the middle
+    assert "query patch 1 (row 0, col 1)" in _title_with(at, "where each head looks")  # still upper right
 
 
 def test_tiny_model_one_head_one_layer_uploaded_image():

@@ -19,13 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _titles(at) -> list[str]:
-    return [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
+    return [json.loads(c.proto.spec)["layout"].get("meta", {}).get("title", "") for c in at.get("plotly_chart")]
 
 
 def _spec(at, fragment: str) -> dict:
     for chart in at.get("plotly_chart"):
         spec = json.loads(chart.proto.spec)
-        if fragment in spec["layout"].get("title", {}).get("text", ""):
+        if fragment in spec["layout"].get("meta", {}).get("title", ""):
             return spec
     raise AssertionError((fragment, _titles(at)))
 
@@ -70,7 +70,7 @@ def test_overview_at_vit_b16(vit_b):
     assert len(titles) == 2, titles
     assert any(t.startswith("Top-5 prediction for") for t in titles)
     tree = _spec(at, "boxes sized by FLOPs")
-    assert "35.1 GFLOPs" in tree["layout"]["title"]["text"]
+    assert "35.1 GFLOPs" in tree["layout"]["meta"]["title"]
     assert tree["data"][0]["type"] == "treemap" and "ViTLayer 11" in tree["data"][0]["labels"]
     assert "random" in _text(at) or any("random" in w.value for w in at.warning)
     # where to start: a link to every stage
@@ -82,7 +82,7 @@ def test_overview_at_vit_b16(vit_b):
     # the box-size picker switches the treemap to parameters
     at.segmented_control(key="overview:metric").set_value("params").run()
     _ok(at)
-    assert "85.8 M parameters" in _spec(at, "boxes sized by parameters")["layout"]["title"]["text"]
+    assert "85.8 M parameters" in _spec(at, "boxes sized by parameters")["layout"]["meta"]["title"]
     at.segmented_control(key="overview:metric").set_value("flops").run()
 
 
@@ -130,17 +130,17 @@ def test_embeddings_at_vit_b16(vit_b):
     titles = _titles(at)
     assert len(titles) == 5, titles
     tokens = _spec(at, "The token sequence")
-    assert "dimensions 0–95" in tokens["layout"]["title"]["text"]
+    assert "dimensions 0–95" in tokens["layout"]["meta"]["title"]
     grid = _spec(at, "Position-embedding similarity")
-    assert "14 x 14 maps of 14 x 14" in grid["layout"]["title"]["subtitle"]["text"]
+    assert "14 x 14 maps of 14 x 14" in grid["layout"]["meta"]["subtitle"]
     assert any("Patch 105 (row 7, col 7) vs. every patch" in t for t in titles)
     assert _payload(at) < 1_200_000, _payload(at)
     # pickers: the dimension window, the shared scale, the stretched colours
     at.slider(key="emb:dim_start").set_value(96).run()
     _ok(at)
-    assert "dimensions 96–191" in _spec(at, "The token sequence")["layout"]["title"]["text"]
+    assert "dimensions 96–191" in _spec(at, "The token sequence")["layout"]["meta"]["title"]
     at.toggle(key="emb:shared_scale").set_value(True).run()
-    assert "one colour scale for all three panels" in _spec(at, "The token sequence")["layout"]["title"]["subtitle"]["text"]
+    assert "one colour scale for all three panels" in _spec(at, "The token sequence")["layout"]["meta"]["subtitle"]
     at.toggle(key="emb:stretch").set_value(True).run()
     _ok(at)
     heat = _spec(at, "Position-embedding similarity")["data"][0]
@@ -176,7 +176,7 @@ def test_small_config_with_upload(small):
     _ok(at)
     assert "`[1, 5, 32]`" in _text(at)
     assert not [s for s in at.slider if s.key == "emb:dim_start"]  # all 32 dimensions fit: no window picker
-    assert "2 x 2 maps of 2 x 2" in _spec(at, "Position-embedding similarity")["layout"]["title"]["subtitle"]["text"]
+    assert "2 x 2 maps of 2 x 2" in _spec(at, "Position-embedding similarity")["layout"]["meta"]["subtitle"]
 
 
 def test_patch_size_32_reaches_the_pages(small):
@@ -219,4 +219,4 @@ def test_bare_vit_model_without_classifier(tmp_path):
         at.switch_page(page).run()
         _ok(at)
     assert "With trained weights" in _text(at)  # a loaded checkpoint counts as trained
-    assert re.search(r"4 x 4 maps of 4 x 4", _spec(at, "Position-embedding similarity")["layout"]["title"]["subtitle"]["text"])
+    assert re.search(r"4 x 4 maps of 4 x 4", _spec(at, "Position-embedding similarity")["layout"]["meta"]["subtitle"])

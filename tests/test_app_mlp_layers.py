@@ -32,7 +32,7 @@ def specs(at) -> list[dict]:
 
 
 def titles(at) -> list[str]:
-    return [s["layout"].get("title", {}).get("text", "") for s in specs(at)]
+    return [s["layout"].get("meta", {}).get("title", "") for s in specs(at)]
 
 
 def subplot_titles(at) -> list[str]:
@@ -61,7 +61,7 @@ def test_both_pages_at_vit_b16_with_an_uploaded_photo():
     assert "[batch, tokens, intermediate_size]" in text
     names = titles(at)
     assert len(names) == 6, names
-    assert any(t.startswith("Layer 1: each token row gets 4x longer") for t in names)
+    assert any(t.startswith("Layer 0: each token row gets 4x longer") for t in names)  # layer i = encoder.layer[i]
     assert any("where this layer's real inputs fall" in t for t in names)
     assert any(t.startswith("The residual add for CLS") for t in names)
     assert [s.value for s in at.subheader][:4] == ["1 · Expand: D → M", "2 · Bend: GELU", "3 · Project back: M → D",
@@ -73,7 +73,7 @@ def test_both_pages_at_vit_b16_with_an_uploaded_photo():
     at.selectbox(key="mlp:token").set_value(15).run()
     assert not at.exception, at.exception
     names = titles(at)
-    assert any(t.startswith("Layer 3:") for t in names) and not any(t.startswith("Layer 1:") for t in names)
+    assert any(t.startswith("Layer 3:") for t in names) and not any(t.startswith("Layer 0:") for t in names)
     assert any(t.startswith("The residual add for patch 14 (1,0)") for t in names)
 
     # ---- Layer stack page: the sidebar state came along
@@ -91,22 +91,23 @@ def test_both_pages_at_vit_b16_with_an_uploaded_photo():
                      "Attention entropy per head", "Which patches reach the CLS token",
                      "Which patches the model treats alike"):
         assert any(t.startswith(expected) for t in names), (expected, names)
-    assert "layer 12" in subplot_titles(at)  # one small multiple per layer
-    assert "token PCA after layer 12 (R, G, B = PC 1, 2, 3)" in subplot_titles(at)
+    # one small multiple per layer, numbered like encoder.layer[i]: layer 0 .. layer 11
+    assert "layer 0" in subplot_titles(at) and "layer 11" in subplot_titles(at) and "layer 12" not in subplot_titles(at)
+    assert "token PCA, after layer 11<br>(R, G, B = PC 1, 2, 3)" in subplot_titles(at)
 
     at.radio(key="layers:fusion").set_value("max")
     at.slider(key="layers:discard").set_value(0.5)
     at.select_slider(key="layers:pca_layer").set_value(0)
-    at.toggle(key="layers:cls_relative").set_value(False)
+    at.toggle(key="layers:cls_relative").set_value(True)
     at.toggle(key="layers:norms_relative").set_value(True)
     at.radio(key="layers:stream_token").set_value("average patch token").run()
     assert not at.exception, at.exception
     sub = subplot_titles(at)
-    assert "token PCA after layer 0 (R, G, B = PC 1, 2, 3)" in sub
+    assert "token PCA, embeddings<br>(R, G, B = PC 1, 2, 3)" in sub
     names = titles(at)
-    assert any("raw softmax weights" in t for t in names)
+    assert any("each map scaled to its own maximum" in t for t in names)
     assert any(t == "The residual stream across depth (average patch token)" for t in names)
-    rollout = next(s for s in specs(at) if s["layout"]["title"]["text"].startswith("Which patches reach"))
+    rollout = next(s for s in specs(at) if s["layout"]["meta"]["title"].startswith("Which patches reach"))
     scales = {(t["zmin"], t["zmax"]) for t in rollout["data"] if t["type"] == "heatmap"}
     assert len(scales) == 1 and next(iter(scales))[0] == 0.0  # one shared colour scale
 
@@ -148,16 +149,16 @@ def test_both_pages_on_a_tiny_config_and_pickers_clamp_when_layers_shrink():
     assert not [w for w in at.select_slider if w.key == "mlp:layer"]  # one layer: no picker
     assert any("single layer" in c.value for c in at.caption)
     assert len(at.get("plotly_chart")) == 6
-    assert any(t.startswith("Layer 1: each token row gets 2x longer (all tokens)") for t in titles(at))
+    assert any(t.startswith("Layer 0: each token row gets 2x longer (all tokens)") for t in titles(at))
     at.selectbox(key="mlp:token").set_value(4).run()
     assert any(t.startswith("The residual add for patch 3 (1,1)") for t in titles(at))
 
     at.sidebar.select_slider(key="w:num_layers").set_value(3).run()
-    at.select_slider(key="mlp:layer").set_value(3).run()
+    at.select_slider(key="mlp:layer").set_value(2).run()
     assert not at.exception, at.exception
     at.sidebar.select_slider(key="w:num_layers").set_value(2).run()
     assert not at.exception, at.exception
-    assert at.select_slider(key="mlp:layer").value == 2
+    assert at.select_slider(key="mlp:layer").value == 1  # layer 2 is gone: the last one, layer 1
 
 
 @pytest.mark.skipif(not (ROOT / "assets" / "models" / "shapes" / "config.json").is_file(), reason="no bundled model yet")

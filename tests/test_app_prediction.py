@@ -40,7 +40,7 @@ def charts(at) -> dict[str, dict]:
     out = {}
     for element in at.get("plotly_chart"):
         spec = json.loads(element.proto.spec)
-        out[spec["layout"]["title"]["text"]] = spec
+        out[spec["layout"]["meta"]["title"]] = spec
     return out
 
 

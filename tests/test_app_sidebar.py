@@ -154,3 +154,14 @@ def test_architecture_over_the_limit_keeps_the_page_and_says_reason_and_fix():
     assert at.title and at.get("plotly_chart")  # the rest of the page is still there
     ok(at.sidebar.select_slider(key="w:num_layers").set_value(1).run())
     assert not at.error and at.title
+
+
+def test_a_refused_replacement_keeps_the_previous_upload():
+    """A browser that gets a new file on a full upload box first empties the box, then sends the new file:
+    if the new file is refused, the previous upload stays in use (and the page says so)."""
+    at = session()
+    ok(at.sidebar.file_uploader[0].upload("photo.png", png(4), "image/png").run())
+    ok(at.sidebar.file_uploader[0].clear().run())  # the box emptied by the browser ...
+    ok(at.sidebar.file_uploader[0].upload("essay.jpg", b"Dear teacher, my essay", "image/jpeg").run())  # ... refused
+    assert at.session_state["image"][0] == "photo.png" and in_use(at) == "Your upload: photo.png"
+    assert "**photo.png (your upload)** instead" in at.main.error[0].value

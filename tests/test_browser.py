@@ -1,9 +1,13 @@
 """The app in a real browser: `streamlit run` on a free local port, Playwright driving Debian's Chromium.
 
-Uploads a picture, visits every page through the sidebar navigation (so the session and its
-upload survive), clicks a patch on the self-attention page and checks that the map follows the
-click, and asserts that no page shows a Streamlit exception. A screenshot of every page is saved
-in the folder the test prints (``$VIT_EXPLAIN_SCREENSHOTS`` or ``./screenshots``).
+At the widths of a lecture projector and a laptop (1024 and 1366 px): uploads a picture, visits every
+page through the sidebar navigation and checks that the sidebar still names the upload, that no
+figure has overlapping, clipped or tiny text (the SVG text boxes of every Plotly figure), that
+nothing is fetched from any host but the app's own, and that a click on the self-attention page
+moves the query. Further tests: switching between samples and the upload, errors said on the page,
+the sidebar closing after navigation on a narrow (zoomed) screen, a deep link on a fresh server.
+A screenshot of every page at both widths is saved in the folder the test prints
+(``$VIT_EXPLAIN_SCREENSHOTS`` or ``./screenshots``).
 """
 
 from __future__ import annotations
@@ -145,41 +149,180 @@ def _query_caption(page) -> str:
     return match.group(0) if match else ""
 
 
-def test_walk_every_page_upload_and_click(server, shots_dir, tmp_path):
+# ---------------------------------------------------------------------------------- what a browser sees
+#: Measures every visible SVG text of every Plotly figure on the page: pairs of texts whose boxes
+#: overlap, texts that reach outside their figure, and texts drawn smaller than 12 px.
+FIGURE_TEXT_JS = r"""
+() => {
+  const problems = [];
+  const figures = Array.from(document.querySelectorAll('.js-plotly-plot'));
+  figures.forEach((fig, f) => {
+    const frame = fig.getBoundingClientRect();
+    if (frame.width === 0 || frame.height === 0) return;  // in a closed expander
+    const meta = (fig._fullLayout || {}).meta;
+    const title = (meta && meta.title) || (fig.querySelector('.gtitle') || {}).textContent || `figure ${f}`;
+    const texts = [];
+    fig.querySelectorAll('svg text').forEach(node => {
+      if (node.closest('.hoverlayer')) return;
+      const words = (node.textContent || '').trim();
+      if (!words) return;
+      const style = getComputedStyle(node);
+      if (style.display === 'none' || style.visibility === 'hidden' || parseFloat(style.opacity) === 0) return;
+      let hidden = false;
+      for (let el = node; el && el !== fig; el = el.parentElement) {
+        const s = getComputedStyle(el);
+        if (s.display === 'none' || parseFloat(s.opacity) === 0) { hidden = true; break; }
+      }
+      if (hidden) return;
+      const box = node.getBoundingClientRect();
+      if (box.width < 0.5 || box.height < 0.5) return;
+      // the size as drawn: Plotly shrinks some labels (treemaps, pie slices) with a scale transform
+      const m = node.getScreenCTM();
+      const size = parseFloat(style.fontSize) * (m ? Math.sqrt(m.a * m.a + m.b * m.b) : 1);
+      texts.push({words, box, size});
+    });
+    texts.forEach(t => {
+      if (t.size < 11.5) problems.push(`${title}: "${t.words}" is ${t.size.toFixed(1)} px`);
+      const out = Math.max(frame.left - t.box.left, t.box.right - frame.right, frame.top - t.box.top, t.box.bottom - frame.bottom);
+      if (out > 1.5) problems.push(`${title}: "${t.words}" reaches ${out.toFixed(0)} px outside its figure`);
+    });
+    for (let i = 0; i < texts.length; i++) {
+      for (let j = i + 1; j < texts.length; j++) {
+        const a = texts[i].box, b = texts[j].box;
+        const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+        const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+        // glyph boxes include line spacing: a couple of pixels of touching is not an overlap
+        if (w > 2 && h > 3) problems.push(`${title}: "${texts[i].words}" overlaps "${texts[j].words}"`);
+      }
+    }
+  });
+  return problems;
+}
+"""
+
+
+def figure_text_problems(page) -> list[str]:
+    return page.evaluate(FIGURE_TEXT_JS)
+
+
+def _foreign(url: str, base: str) -> bool:
+    """A request that leaves the app's own server (data: and blob: URLs stay in the page)."""
+    if url.startswith(("data:", "blob:", "about:")):
+        return False
+    return not url.startswith(base)
+
+
+def _open(browser, url: str, width: int, height: int = 768, scale: float = 1.0):
+    """A fresh browser tab at ``width`` x ``height`` CSS pixels that records foreign requests and console errors."""
+    context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=scale)
+    page = context.new_page()
+    page.set_default_timeout(180_000)
+    page.foreign = []
+    page.console_errors = []
+    page.on("request", lambda r: page.foreign.append(r.url) if _foreign(r.url, url) else None)
+    page.on("console", lambda m: page.console_errors.append(m.text) if m.type in ("error", "warning") else None)
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stSidebar"]', state="attached")  # collapsed on a narrow screen
+    _wait_idle(page)
+    _no_exception(page, "first load")
+    return page
+
+
+#: Every URL the page itself names for an asset: icons, scripts, styles, pictures, frames. Headless Chromium
+#: does not fetch the favicon, so the network log alone would not see an icon on someone else's server.
+ASSET_URLS_JS = """
+() => Array.from(document.querySelectorAll('link[href], script[src], img[src], iframe[src], source[src]'))
+          .map(e => e.href || e.src)
+"""
+
+
+def _foreign_assets(page, base: str) -> list[str]:
+    return [u for u in page.evaluate(ASSET_URLS_JS) if _foreign(u, base)]
+
+
+def _sidebar_text(page) -> str:
+    return page.locator('[data-testid="stSidebar"]').inner_text()
+
+
+def _picture_in_use(page) -> str:
+    """The value the sidebar's "Picture in use" list shows."""
+    return page.locator('[data-testid="stSidebar"] input[aria-label="Picture in use"]').input_value().strip()
+
+
+def _choose(page, box_label: str, option: str) -> None:
+    """Pick ``option`` in the sidebar's select box labelled ``box_label``."""
+    page.locator(f'[data-testid="stSidebar"] input[aria-label="{box_label}"]').click()
+    page.get_by_role("option", name=option, exact=True).click()
+    _wait_idle(page)
+    _no_exception(page, f"after choosing {option}")
+
+
+def _choose_picture(page, label: str) -> None:
+    _choose(page, "Picture in use", label)
+
+
+def _upload(page, path: Path) -> None:
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(path))
+    _wait_idle(page)
+    _no_exception(page, f"after uploading {path.name}")
+
+
+def _go(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"]').get_by_text(title, exact=True).click()
+    _wait_idle(page)
+    _no_exception(page, title)
+
+
+def _console_problems(page) -> list[str]:
+    # Streamlit itself logs nothing at warning level on a healthy page; keep the known harmless ones out
+    return [m for m in page.console_errors if "ResizeObserver loop" not in m]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+# ---------------------------------------------------------------------------------- the tests
+@pytest.mark.parametrize("width", [1024, 1366])
+def test_every_page_at_lecture_widths(server, browser, shots_dir, tmp_path, width):
+    """Upload, then every page through the sidebar: the sidebar names the upload on every page, no
+    figure has overlapping, clipped or tiny text, nothing is fetched from another host, and a click on
+    the attention page moves the query."""
     photo = tmp_path / "my_photo.jpg"
     photo.write_bytes(_photo_bytes())
-    with playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
-            page.set_default_timeout(180_000)
-            page.goto(server)
-            page.wait_for_selector('[data-testid="stSidebar"]')
-            _wait_idle(page)
-            _no_exception(page, "first load")
-
-            page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(photo))
-            _wait_idle(page)
-            _no_exception(page, "after upload")
-            page.get_by_text("my_photo.jpg, as the model sees it").first.wait_for()
-
-            nav = page.locator('[data-testid="stSidebarNav"]')
-            for path, title, _ in PAGES:
-                nav.get_by_text(title, exact=True).click()
-                _wait_idle(page)
-                _no_exception(page, title)
-                # the upload survived the page switch
-                assert page.get_by_text("my_photo.jpg, as the model sees it").count() >= 1, title
-                assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1 or path.endswith(
-                    ("overview.py", "training.py")), title  # training draws once a run starts (test_browser_training.py)
-                _screenshot(page, shots_dir / f"{Path(path).stem}.png")
-                if path.endswith("attention.py"):
-                    _click_a_patch_and_see_the_map_change(page, shots_dir)
-        finally:
-            browser.close()
+    page = _open(browser, server, width)
+    try:
+        _upload(page, photo)
+        page.get_by_text("my_photo.jpg, as the model sees it").first.wait_for()
+        problems = []
+        for path, title, _ in PAGES:
+            _go(page, title)
+            # the sidebar says which picture every page uses, after the switch too
+            assert _picture_in_use(page) == "Your upload: my_photo.jpg", title
+            assert "my_photo.jpg, as the model sees it" in _sidebar_text(page), title
+            assert page.locator('[data-testid="stPlotlyChart"]').count() >= 1 or path.endswith(
+                ("overview.py", "training.py")), title  # training draws once a run starts (test_browser_training.py)
+            _screenshot(page, shots_dir / f"{Path(path).stem}-{width}.png")
+            problems += [f"{title}: {p}" for p in figure_text_problems(page)]
+            problems += [f"{title}: asset from another host: {u}" for u in _foreign_assets(page, server)]
+            if path.endswith("attention.py"):
+                _click_a_patch_and_see_the_map_change(page, shots_dir, width)
+        assert not problems, "\n".join(problems)
+        assert not page.foreign, f"requests to other hosts: {page.foreign}"
+        icons = page.evaluate("() => Array.from(document.querySelectorAll('link[rel~=icon]')).map(e => e.href)")
+        assert icons and all(u.startswith(server) for u in icons), icons  # the app's own favicon
+        assert not _console_problems(page), _console_problems(page)
+    finally:
+        page.context.close()
 
 
-def _click_a_patch_and_see_the_map_change(page, shots_dir):
+def _click_a_patch_and_see_the_map_change(page, shots_dir, width):
     chart = page.locator(".st-key-attn-query_image")
     chart.scroll_into_view_if_needed()
     before = _query_caption(page)
@@ -192,17 +335,112 @@ def _click_a_patch_and_see_the_map_change(page, shots_dir):
     _wait_idle(page)
     _no_exception(page, "after clicking a patch")
     after = _query_caption(page)
-    _screenshot(page, shots_dir / "attention-after-click.png")
+    _screenshot(page, shots_dir / f"attention-after-click-{width}.png")
     assert after and after != before, (before, after)
 
 
-def test_a_deep_link_as_the_servers_first_visit_gets_the_apps_navigation(tmp_path, shots_dir):
+def test_choosing_a_sample_and_going_back_to_the_upload(server, browser, tmp_path):
+    """Sample and upload switch both ways, across page switches; removing the upload goes back to the sample."""
+    photo = tmp_path / "flower.jpg"
+    photo.write_bytes(_photo_bytes())
+    page = _open(browser, server, 1366)
+    try:
+        sample = _picture_in_use(page)
+        assert sample and not sample.startswith("Your upload")
+        _upload(page, photo)
+        assert _picture_in_use(page) == "Your upload: flower.jpg"
+        _go(page, "3 · Self-attention")
+        assert _picture_in_use(page) == "Your upload: flower.jpg"
+        _choose_picture(page, sample)  # the sample shown before the upload: choosing it switches at once
+        assert f"{sample}, as the model sees it" in _sidebar_text(page)
+        _go(page, "4 · MLP")
+        assert _picture_in_use(page) == sample and f"{sample}, as the model sees it" in _sidebar_text(page)
+        _choose_picture(page, "Your upload: flower.jpg")
+        assert "flower.jpg, as the model sees it" in _sidebar_text(page)
+        page.reload()
+        _wait_idle(page)
+        # a reload is a new session: back to the default sample, said plainly
+        assert not _picture_in_use(page).startswith("Your upload")
+
+        _upload(page, photo)
+        assert _picture_in_use(page) == "Your upload: flower.jpg"
+        page.get_by_role("button", name="Remove flower.jpg").click()  # remove the upload
+        _wait_idle(page)
+        assert _picture_in_use(page) == sample
+        assert f"{sample}, as the model sees it" in _sidebar_text(page)
+    finally:
+        page.context.close()
+
+
+def _gif_bytes() -> bytes:
+    frames = [Image.new("RGB", (48, 48), c) for c in ((200, 30, 30), (30, 30, 200), (30, 200, 30))]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def _page_alerts(page) -> str:
+    return "\n".join(page.locator('[data-testid="stMain"] [data-testid="stAlert"]').all_inner_texts())
+
+
+def test_errors_are_said_on_the_page(server, browser, tmp_path, shots_dir):
+    """A rejected upload, an animation and impossible architecture settings: each is said on the page,
+    next to what the page shows instead, and the page keeps its content."""
+    page = _open(browser, server, 1024)
+    try:
+        photo, fake, gif = tmp_path / "photo.jpg", tmp_path / "essay.jpg", tmp_path / "spinner.gif"
+        photo.write_bytes(_photo_bytes())
+        fake.write_text("Dear teacher, this is my essay, not a picture.")
+        gif.write_bytes(_gif_bytes())
+        _upload(page, photo)
+        _upload(page, fake)
+        alerts = _page_alerts(page)
+        assert "essay.jpg could not be used" in alerts and "photo.jpg (your upload) instead" in alerts, alerts
+        assert page.locator("h1").count() and "photo.jpg, as the model sees it" in _sidebar_text(page)
+        _screenshot(page, shots_dir / "rejected-upload-1024.png")
+
+        _upload(page, gif)
+        assert "first frame" in _page_alerts(page) and "first frame" in _sidebar_text(page)
+
+        # random weights, then the smallest patch: 1,025 tokens x 12 layers x 12 heads is over the memory limit
+        _choose(page, "Weights", "Random weights (untrained)")
+        patch = page.locator('[data-testid="stSidebar"] [data-testid="stSlider"]').filter(has_text="Patch size")
+        patch.get_by_role("slider").first.focus()
+        page.keyboard.press("Home")
+        _wait_idle(page)
+        _no_exception(page, "over the limit")
+        alerts = _page_alerts(page)
+        assert "cannot run" in alerts and "last settings that ran" in alerts and "larger patch size" in alerts, alerts
+        assert page.locator("h1").count() and page.locator('[data-testid="stPlotlyChart"]').count() >= 1
+        _screenshot(page, shots_dir / "over-the-limit-1024.png")
+    finally:
+        page.context.close()
+
+
+def test_on_a_narrow_screen_the_sidebar_closes_after_choosing_a_page(server, browser):
+    """1024 x 768 at 150 % zoom is 683 x 512 CSS pixels: the sidebar covers the page, so it closes after navigation."""
+    page = _open(browser, server, 683, 512, scale=1.5)
+    try:
+        sidebar = page.locator('[data-testid="stSidebar"]')
+        assert sidebar.get_attribute("data-collapsed") == "true"  # it starts closed on a narrow screen
+        page.locator('[data-testid="stExpandSidebarButton"]').click()
+        page.wait_for_timeout(500)
+        assert sidebar.get_attribute("data-collapsed") == "false"
+        _go(page, "1 · Patching")
+        page.wait_for_timeout(800)
+        assert sidebar.get_attribute("data-collapsed") == "true", "the sidebar stayed open over the page"
+        assert sidebar.bounding_box()["width"] < 5
+        assert page.locator("h1").first.inner_text().startswith("1 · Patching")
+    finally:
+        page.context.close()
+
+
+def test_a_deep_link_as_the_servers_first_visit_gets_the_apps_navigation(tmp_path, shots_dir, browser):
     """Streamlit runs a page of a ``pages/`` folder on its own, with file names as navigation, until
     app.py has run once; ui.sidebar() switches that off, so a shared link works on a fresh server."""
-    with _streamlit_server(tmp_path / "server.log") as url, playwright_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    with _streamlit_server(tmp_path / "server.log") as url:
+        page = browser.new_page(viewport={"width": 1366, "height": 768})
         try:
-            page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.set_default_timeout(180_000)
             page.goto(f"{url}/attention")  # nobody has opened / on this server
             page.wait_for_selector('[data-testid="stSidebarNav"]')
@@ -215,4 +453,4 @@ def test_a_deep_link_as_the_servers_first_visit_gets_the_apps_navigation(tmp_pat
             assert page.url.endswith("/attention")
             _screenshot(page, shots_dir / "deep_link_attention.png")
         finally:
-            browser.close()
+            page.close()

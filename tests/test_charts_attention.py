@@ -281,6 +281,9 @@ def test_entropy_and_distance_bars_have_their_references():
     assert fig.data[0].marker.color[1] == A.QUERY_COLOR
     dfig = A.distance_bars(np.array([10.0, np.nan]), 50.0, "distance")
     assert dfig.layout.shapes[0].y0 == 50.0
+    # the reference is named in the legend, not written over the bars
+    assert not fig.layout.annotations and not dfig.layout.annotations
+    assert [t.name for t in dfig.data if t.showlegend] == ["uniform attention: 50.0 px"]
     assert np.isfinite(dfig.data[0].y).all()
 
 
@@ -331,3 +334,26 @@ def test_cls_destinations_split_the_cls_row_by_token_group():
     assert fig.layout.barmode == "stack" and len(fig.data) == 4
     with pytest.raises(ValueError):
         A.cls_destinations(probs, ["CLS"], 3)  # 13 tokens are not CLS + 9 patches
+
+
+def test_attention_range_fits_what_is_shown_or_is_fixed():
+    from vit_explain.charts.common import attention_range, scale_label
+
+    a, b = np.full((4, 4), 0.01, np.float32), np.full((4, 4), 0.02, np.float32)
+    b[1, 1] = 0.08
+    assert attention_range(a, b) == (0.0, pytest.approx(0.08))  # one range for every panel of a figure
+    assert attention_range(a, b, fixed=True) == (0.0, 1.0)
+    assert attention_range(np.zeros((2, 2))) == (0.0, 1.0)  # nothing to fit: fall back to 0..1
+    assert scale_label("weight", 0.0, 0.0834, False) == "weight<br>fitted 0–0.0834"
+    assert scale_label("weight", 0.0, 1.0, True) == "weight<br>fixed 0–1"
+
+
+def test_token_matrix_says_its_scale_on_the_colour_bar():
+    probs = np.full((5, 5), 0.2, np.float32)
+    fitted = A.token_matrix(probs, "p", kind="probs", zmax=0.2, fixed=False)
+    assert fitted.data[0].zmax == 0.2 and "fitted 0–0.2" in fitted.data[0].colorbar.title.text
+    assert "fixed 0–1" in A.token_matrix(probs, "p", kind="probs").data[0].colorbar.title.text
+
+
+def test_head_panels_wrap_onto_rows():
+    assert [A.facet_columns(n) for n in (1, 2, 3, 4, 6, 9, 12, 16, 24)] == [1, 2, 2, 2, 3, 3, 4, 4, 6]

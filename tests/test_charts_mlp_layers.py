@@ -80,7 +80,7 @@ def test_mapping_figure_windows_and_shared_symmetric_scale():
     fig = cm.mapping_figure(left, right, grid=14, title="t", left_title="a", right_title="b", left_axis="x",
                             right_axis="y")
     a, b = heatmaps(fig)
-    assert a.z.shape == (40, 96) and b.z.shape == (40, 384)
+    assert a.z.shape == (24, 96) and b.z.shape == (24, 384)  # 24 rows: labels stay 12 px and apart
     assert a.z.dtype == np.float32
     np.testing.assert_array_equal(a.z[0], left[0, :96])  # first row is CLS, untouched values
     assert a.zmin == b.zmin == -a.zmax and a.zmax == b.zmax
@@ -134,6 +134,13 @@ def test_cls_attention_maps_and_facets():
         assert (trace.zmin, trace.zmax) == (0.0, 1.0)
     raw_fig = cl.cls_attention_facets(maps, relative=False)
     np.testing.assert_allclose(raw_fig.data[1].z, maps[1])
+    # the default scale: 0 to the largest weight of any layer, the same for every panel, said on the bar
+    top = float(maps.max())
+    assert all((t.zmin, t.zmax) == (0.0, pytest.approx(top)) for t in raw_fig.data)
+    assert "fitted 0–0.4" in raw_fig.data[0].colorbar.title.text and top == pytest.approx(0.4)
+    assert [a.text for a in raw_fig.layout.annotations][:2] == ["layer 0", "layer 1"]
+    fixed = cl.cls_attention_facets(maps, fixed=True)
+    assert all((t.zmin, t.zmax) == (0.0, 1.0) for t in fixed.data) and "fixed 0–1" in fixed.data[0].colorbar.title.text
     with pytest.raises(ValueError):
         cl.cls_attention_maps(att, 3)
 
@@ -153,9 +160,11 @@ def test_token_norms_figure_relative_and_outlier_rings():
 def test_attention_distance_figure_one_dot_per_head():
     dist = np.array([[10.0, 80.0, 30.0], [90.0, 95.0, 100.0]])
     fig = cl.attention_distance_figure(dist, uniform_px=110.0)
-    assert len(fig.data) == 3
+    assert len(fig.data) == 4 and not fig.layout.annotations  # 3 heads + the dashed line's legend entry
+    assert fig.data[3].name.startswith("uniform attention") and fig.data[3].showlegend is not False
+    assert all(t.showlegend is False for t in fig.data[:3])
     np.testing.assert_allclose(fig.data[1].y, [80.0, 95.0])
-    np.testing.assert_array_equal(fig.data[1].customdata, [1, 2])  # layers are 1-based
+    np.testing.assert_array_equal(fig.data[1].customdata, [0, 1])  # layer i is encoder.layer[i], from 0
     assert fig.layout.yaxis.range[1] >= 110.0
 
 
@@ -184,8 +193,11 @@ def test_token_pca_figure_and_block_diagram():
     fig = cl.token_pca_figure(image, rgb, 3, 8)
     z = [t for t in fig.data if isinstance(t, go.Image) and t.z is not None][0].z
     assert z.shape == (4, 4, 3) and z.dtype == np.uint8 and z.max() == 255 and z.min() == 0
-    dot = cl.layer_block_dot()
-    assert "layernorm_before" in dot and "layernorm_after" in dot and dot.count("residual") >= 2
+    svg = cl.layer_block_svg()
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert "layernorm_before" in svg and "layernorm_after" in svg and svg.count(">residual<") == 2
+    from xml.dom import minidom
+    minidom.parseString(svg)  # well-formed
 
 
 def test_page_payloads_stay_well_under_budget_at_vit_b16():

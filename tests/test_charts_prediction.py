@@ -164,6 +164,9 @@ def test_before_after_bars_show_the_change():
     spec = as_json(charts.before_after_bars(["a", "b"], np.array([0.6, 0.3]), np.array([0.2, 0.5])))
     assert [t["name"] for t in spec["data"]] == ["original image", "with patches hidden"]
     assert spec["data"][1]["text"] == ["-40.0%", "+20.0%"]
+    # nothing hidden: no "-0.0%" / "+0.0%" from rounding noise
+    same = as_json(charts.before_after_bars(["a", "b"], np.array([0.6, 0.3]), np.array([0.6 - 1e-7, 0.3 + 1e-7])))
+    assert same["data"][1]["text"] == ["no change", "no change"]
 
 
 @pytest.mark.parametrize("signed", [False, True])

@@ -162,10 +162,24 @@ class Run:
         return _layer_detail(self.digest, self.source, self.config_json, index, self.core["hidden_states"][index])
 
     def npz_bytes(self) -> bytes:
-        """The core trace as a compressed ``.npz`` file (for the download buttons)."""
+        """The core trace as a compressed ``.npz`` file (for the download buttons), with a ``README`` entry
+        that says how its arrays are indexed (the app's one layer numbering)."""
         buffer = io.BytesIO()
-        np.savez_compressed(buffer, **self.core)
+        np.savez_compressed(buffer, README=np.array(trace_readme(self.config)), **self.core)
         return buffer.getvalue()
+
+
+def trace_readme(config: ViTConfig) -> str:
+    """What the downloaded trace holds, in the numbering every page uses."""
+    L = config.num_hidden_layers
+    return (
+        f"vit-explain trace of one picture through a ViT with {L} layers. Layer i is encoder.layer[i], counted "
+        f"from 0 to {L - 1}, as in the code and on every page of the app.\n"
+        f"hidden_states[0] is the embeddings (before any layer); hidden_states[i + 1] is the stream after layer i; "
+        f"hidden_states[{L}] is after the last layer, before the final layernorm.\n"
+        f"attentions[i] are the softmax weights of layer i, [heads, queries, keys]; token 0 is CLS, then the "
+        f"patches row by row.\nAll arrays are float32 numpy; np.load(path)['README'] prints this note."
+    )
 
 
 def _config_json(config: ViTConfig) -> str:
@@ -319,6 +333,10 @@ def _frames_note(info: dict) -> str | None:
             f"{kind}.")
 
 
+#: How soon after the upload box was emptied a new file counts as replacing the old one (see _take_upload).
+REPLACE_WINDOW_S = 30.0
+
+
 def _take_upload() -> None:
     """``on_change`` of the uploader: a new file becomes the picture in use; removing it goes back to a sample.
 
@@ -328,17 +346,23 @@ def _take_upload() -> None:
     """
     state = st.session_state
     upload = state.get("upload")
-    if upload is None:  # the user removed the file from the box
+    if upload is None:  # the file was taken out of the box
+        state["_removed_upload"] = (state.get("uploaded"), state.get("w:sample") == UPLOAD, time.monotonic())
         if state.get("w:sample") == UPLOAD:
             state["w:sample"] = state.get("_last_sample") or (sample_names() or [UPLOAD])[0]
         state.pop("uploaded", None)
         state.pop("_upload_error", None)
         return
     data = upload.getvalue()
+    removed = state.pop("_removed_upload", None)
     try:
         info = load_image(data).info.get("source", {})
     except InvalidImageError as exc:
         state["_upload_error"] = (upload.name, str(exc), _page_hash())
+        # A browser that drops a new file on a full box first empties it (the branch above ran a moment
+        # ago): a refused replacement leaves the previous upload in use, as if it had never been touched.
+        if removed and removed[0] and removed[1] and time.monotonic() - removed[2] < REPLACE_WINDOW_S:
+            state["uploaded"], state["w:sample"] = removed[0], UPLOAD
         return
     state.pop("_upload_error", None)
     state["uploaded"] = (upload.name, data, _frames_note(info))
@@ -529,6 +553,41 @@ def one_of(options: list, default) -> Callable[[Any], Any]:
     return fix
 
 
+def fixed_attention_scale(where=None) -> bool:
+    """The toggle every page with attention maps shows: a fixed 0..1 colour scale instead of a fitted one.
+
+    One setting for the whole app (saved under ``view:attn_fixed``, so it follows the user from page to
+    page). Off by default: each figure's colours then run from 0 to the largest weight it shows, one scale
+    for all its panels, written on its colour bar.
+    """
+    key = remember("view:attn_fixed", lambda v: v if isinstance(v, bool) else False)
+    return (where or st).toggle(
+        "Fixed 0..1 colour scale", key=key,
+        help="Off: colours run from 0 to the largest weight the figure shows (one scale for all its panels, "
+             "written on the colour bar), so weak but real patterns stay visible. On: every attention figure "
+             "uses softmax's full range 0..1; weights spread over many patches then look dark.")
+
+
+def patch_on_grid(key: str, grid: int, default: int | None = None) -> int:
+    """The patch index kept in ``st.session_state[key]`` for a ``grid x grid`` picture (stored back there).
+
+    Patches are numbered row by row, so after a patch-size change the same number would point somewhere
+    else in the picture. The grid it was chosen on is kept beside it (``key + "@grid"``), and on a new
+    grid the index moves to the patch covering the same spot. ``default``: the middle patch.
+    """
+    state = st.session_state
+    n = grid * grid
+    value, old = state.get(key), state.get(key + "@grid")
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        value = (grid // 2) * grid + grid // 2 if default is None else default
+    elif isinstance(old, int) and old > 0 and old != grid and 0 <= value < old * old:
+        r, c = divmod(int(value), old)
+        value = int((r + 0.5) * grid / old) * grid + int((c + 0.5) * grid / old)
+    value = int(min(max(int(value), 0), n - 1))
+    state[key], state[key + "@grid"] = value, grid
+    return value
+
+
 def store_clicked_patch(chart_key: str, state_key: str) -> None:
     """``on_select`` callback: keep the patch clicked on chart ``chart_key`` in ``st.session_state[state_key]``."""
     from .charts.common import clicked_patch
@@ -622,22 +681,49 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-_SIDEBAR_CSS = """
+#: Page-wide styles: a compact sidebar, and less empty margin beside the page on laptop and projector
+#: widths (Streamlit's wide layout keeps 5rem on each side, which left 540 px for the page at 1024 px).
+_PAGE_CSS = """
 <style>
-section[data-testid="stSidebar"] [data-testid="stMetricValue"] { font-size: 1.15rem; }
+section[data-testid="stSidebar"] [data-testid="stMetricValue"] { font-size: 1.1rem; }
 section[data-testid="stSidebar"] [data-testid="stMetricLabel"] p { font-size: 0.8rem; }
+section[data-testid="stSidebar"] h2 { font-size: 1.15rem; padding: 0.4rem 0 0 0; }
+@media (max-width: 1500px) {
+  [data-testid="stMainBlockContainer"] { padding-left: 1.5rem; padding-right: 1.5rem; padding-top: 3rem; }
+}
 </style>
 """
 
 
+#: On a narrow screen (under Streamlit's 768 px breakpoint, e.g. a 1024 px laptop at 150 % zoom) the
+#: sidebar lies over the page, and Streamlit leaves it open after a page is chosen in it: close it then.
+#: Installed once per browser tab; it only clicks Streamlit's own "collapse sidebar" button.
+_CLOSE_SIDEBAR_AFTER_NAVIGATION_JS = """
+<script>
+if (!window.vitExplainNavCloser) {
+  window.vitExplainNavCloser = true;
+  document.addEventListener("click", (event) => {
+    if (window.innerWidth >= 768 || !event.target.closest('[data-testid="stSidebarNav"] a')) return;
+    setTimeout(() => {
+      const sidebar = document.querySelector('[data-testid="stSidebar"]');
+      const close = document.querySelector('[data-testid="stSidebarCollapseButton"] button');
+      if (sidebar && close && sidebar.getAttribute("data-collapsed") !== "true") close.click();
+    }, 200);
+  }, true);
+}
+</script>
+"""
+
+
 def _config_metrics(config: ViTConfig, with_pooler: bool, num_labels: int) -> None:
-    st.sidebar.html(_SIDEBAR_CSS)
     cols = st.sidebar.columns(3, gap="small")
-    cols[0].metric("Tokens", f"{config.num_tokens:,}", help=f"{config.grid_size} x {config.grid_size} patches + "
-                   + ", ".join(config.prefix_token_names()))
+    cols[0].metric("Tokens", f"{config.num_tokens:,}")
     cols[1].metric("Parameters", f"{_parameter_count(config, with_pooler, num_labels) / 1e6:.2f}M")
-    cols[2].metric("Attention", _human_bytes(attention_memory_bytes(config)),
-                   help="Scores and probabilities of every head of every layer, float32: grows with tokens^2.")
+    cols[2].metric("Attention", _human_bytes(attention_memory_bytes(config)))
+    names = getattr(config, "prefix_token_names", None)
+    prefix = " + ".join((names() if callable(names) else names) or ["CLS"])
+    st.sidebar.caption(f"Tokens: {config.grid_size} x {config.grid_size} patches + {prefix}. Attention: the memory of "
+                       "every head's scores and weights in every layer (float32); it grows with tokens².")
 
 
 #: The browser tab's icon is a file of this repository, served by the app itself: a ":material/..." page
@@ -679,6 +765,8 @@ def sidebar() -> Run | None:
     _leave_folder_mode()
     st.set_page_config(**PAGE_CONFIG)  # also here: AppTest runs a switched-to page without app.py
     _collect_garbage_now_and_then()
+    st.sidebar.html(_PAGE_CSS)
+    st.sidebar.html(_CLOSE_SIDEBAR_AFTER_NAVIGATION_JS, unsafe_allow_javascript=True)
     source = _choose_model()
     picture, slot = _choose_image()
     _picture_messages(picture)
@@ -733,7 +821,7 @@ def sidebar() -> Run | None:
     std = spec.image_std if spec is not None else (0.5, 0.5, 0.5)
     image = display_image(core["pixel_values"], mean, std)
     size = model.config.image_size
-    slot.image(image, width=min(size * 4, 200) if size < 50 else 200,
+    slot.image(image, width=140,
                caption=f"{picture.name}, as the model sees it ({size} x {size}) · "
                        + ("your upload" if picture.origin == "upload" else "sample picture"))
     if picture.note:
@@ -752,10 +840,10 @@ def _config_from_json(config_json: str | None) -> ViTConfig | None:
 
 # ---------------------------------------------------------------------------------- page parts
 def stage_header(title: str, summary: str, classes: list[str] | None = None) -> None:
-    """Title, what this stage does in plain words, and which seed classes it covers."""
+    """Title, what this stage does in plain words, and which classes of the model code it covers."""
     st.title(title)
     if classes:
-        st.caption("Seed classes on this page: " + " · ".join(f"`{c}`" for c in classes))
+        st.caption("Classes in the code on this page: " + " · ".join(f"`{c}`" for c in classes))
     st.markdown(summary)
 
 
@@ -812,6 +900,41 @@ def next_stage(current: str) -> None:
         st.page_link(PAGES[0][0], label="Back to the overview", icon=PAGES[0][2])
 
 
+#: Tags a figure title may use (Plotly's own small HTML subset); everything else is shown as text.
+_TITLE_TAGS = ("b", "i", "sub", "sup")
+
+
+def _title_html(text: str) -> str:
+    import html
+    import re
+
+    out = html.escape(text, quote=False)
+    for tag in _TITLE_TAGS:
+        out = out.replace(f"&lt;{tag}&gt;", f"<{tag}>").replace(f"&lt;/{tag}&gt;", f"</{tag}>")
+    return re.sub(r"&lt;br\s*/?&gt;", " ", out)
+
+
 def plot(fig, key: str | None = None, **kwargs):
-    """st.plotly_chart with the project's defaults (full width, no Plotly logo)."""
-    return st.plotly_chart(fig, key=key, config={"displaylogo": False}, **kwargs)
+    """st.plotly_chart with the project's defaults (full width, no Plotly logo or mode bar).
+
+    The figure's title (and subtitle) is drawn by Streamlit above the chart instead of by Plotly: a Plotly
+    title never wraps, so on a 1024 px screen long titles ran out of their half-width column, and the
+    mode bar sat on top of them. The title text stays in the figure's ``layout.meta`` (tests read it).
+    """
+    title = fig.layout.title
+    text = title.text if title is not None else None
+    subtitle = title.subtitle.text if title is not None and title.subtitle is not None else None
+    if text:
+        fig.update_layout(title=dict(text=None, subtitle=dict(text=None)), meta=dict(title=text, subtitle=subtitle))
+        top = fig.layout.margin.t if fig.layout.margin.t is not None else 60
+        lines = [1 + str(a.text or "").count("<br>") for a in fig.layout.annotations
+                 if a.yref == "paper" and (a.y or 0) >= 0.99]  # panel titles above the plot area
+        legend_on_top = fig.layout.legend.y is not None and fig.layout.legend.y >= 1
+        need = 14 + 18 * max(lines + [1 if legend_on_top else 0])
+        fig.update_layout(margin_t=max(min(top - 40, 60), need))
+        words = f"<b>{_title_html(text)}</b>"
+        if subtitle:
+            words += f"<br><span style='font-size:0.85rem;color:#555'>{_title_html(subtitle)}</span>"
+        st.markdown(f"<div style='font-size:0.95rem;line-height:1.35'>{words}</div>",
+                    unsafe_allow_html=True)
+    return st.plotly_chart(fig, key=key, config={"displaylogo": False, "displayModeBar": False}, **kwargs)

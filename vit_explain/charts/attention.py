@@ -23,7 +23,7 @@ import numpy as np
 import plotly.colors as pcolors
 import plotly.graph_objects as go
 
-from .common import ATTENTION_SCALE, SIGNED_SCALE, click_layer, f32, grid_lines, image_source, style
+from .common import ATTENTION_SCALE, SIGNED_SCALE, click_layer, f32, grid_lines, image_source, scale_label, style
 
 #: Colour of the query-patch marker (same as the selection box of ``common.click_layer``).
 QUERY_COLOR = "#ff2d55"
@@ -123,7 +123,7 @@ def colorbar_trace(title: str, zmin: float, zmax: float, colorscale: str = ATTEN
     """An invisible trace whose only job is to draw a colour bar for pictures blended in numpy."""
     return go.Scatter(x=[None], y=[None], mode="markers", showlegend=False, hoverinfo="skip",
                       marker=dict(color=[zmin], cmin=zmin, cmax=zmax, colorscale=colorscale, showscale=True,
-                                  colorbar=dict(title=dict(text=title, side="right"), **colorbar)))
+                                  colorbar=dict(title=dict(text=title, side="top"), **colorbar)))
 
 
 # ---------------------------------------------------------------------------------- maps of one layer
@@ -277,8 +277,9 @@ def overlay_facets(tiles: list[str], maps: np.ndarray, titles: list[str], title:
     n, g = len(tiles), maps.shape[-1]
     cols = max(1, min(cols or facet_columns(n), n))
     rows = -(-n // cols)
-    cell = cell or int(min(220, max(120, 720 / cols + 25)))  # panel + title, in pixels (a 720 px wide chart)
-    v_gap = min(0.1, 0.3 / rows) if rows > 1 else 0.0
+    # panel + its two-line title, in pixels, for a chart about 420 px wide (half of a 1024 px screen's page)
+    cell = cell or int(min(230, max(110, 380 / cols + 46)))
+    v_gap = min(0.16, 0.45 / rows) if rows > 1 else 0.0
     layout, notes = panel_layout(n, cols, v_gap=v_gap, titles=titles)
     size = _uri_size(tiles[0]) if tiles else g
     px = 1.0 / (size / g)  # one tile pixel in patch units
@@ -298,20 +299,24 @@ def overlay_facets(tiles: list[str], maps: np.ndarray, titles: list[str], title:
         layout[f"xaxis{suffix}"]["range"] = [-0.5, g - 0.5]
         layout[f"yaxis{suffix}"]["range"] = [g - 0.5, -0.5]
         layout[f"yaxis{suffix}"].pop("autorange")
-    traces.append(colorbar_trace(colorbar_title, zmin, zmax, colorscale, len=0.9, thickness=14))
+    traces.append(colorbar_trace(colorbar_title, zmin, zmax, colorscale, len=min(1.0, 0.75 + 0.1 * rows),
+                                 thickness=12, y=0.5, yanchor="middle"))
     fig = go.Figure(data=traces, layout=dict(shapes=shapes, annotations=notes, **layout))
-    fig = style(fig, title, height=rows * cell + 80)
-    fig.update_layout(margin=dict(l=10, r=10, t=80, b=10))
+    fig = style(fig, title, height=rows * cell + 90)
+    fig.update_layout(margin=dict(l=10, r=10, t=84, b=10))
     return fig
 
 
 def facet_columns(n: int) -> int:
-    """Columns for ``n`` head panels: 4 up to 16 heads (12 heads: 3 rows of 4), then 6 or 8."""
-    if n <= 4:
+    """Columns for ``n`` head panels, wrapped onto rows so each panel stays near 100 px or more on a
+    1024 px screen: 2 up to 4 heads, 3 up to 9, 4 up to 16 (12 heads: 3 rows of 4), then 6."""
+    if n <= 2:
         return n
-    if n <= 16:
-        return 4
-    return 6 if n <= 24 else 8
+    if n <= 4:
+        return 2
+    if n <= 9:
+        return 3
+    return 4 if n <= 16 else 6
 
 
 def _uri_size(uri: str) -> int:
@@ -370,11 +375,13 @@ def _mark_cls(fig: go.Figure, n: int) -> None:
         fig.add_shape(type="rect", line=dict(color=CLS_COLOR, width=1.5), **kw)
 
 
-def token_matrix(matrix: np.ndarray, title: str, *, kind: str, zmax: float = 1.0, height: int = 520) -> go.Figure:
+def token_matrix(matrix: np.ndarray, title: str, *, kind: str, zmax: float = 1.0, height: int = 460,
+                 fixed: bool = True) -> go.Figure:
     """A ``[T, T]`` query-by-key matrix with the CLS row and column outlined.
 
     ``kind="scores"``: raw scores, diverging colours centred on 0 over a symmetric range;
-    ``kind="probs"``: softmax weights on a scale from 0 to ``zmax`` (1 unless stretched).
+    ``kind="probs"``: softmax weights on a scale from 0 to ``zmax`` (``fixed``: the full 0..1; else
+    fitted to what is shown, said on the colour bar).
     """
     m, rb, _ = block_mean(matrix, MAX_DISPLAY_TOKENS, MAX_DISPLAY_TOKENS, keep_first=True)
     n = m.shape[0]
@@ -384,10 +391,10 @@ def token_matrix(matrix: np.ndarray, title: str, *, kind: str, zmax: float = 1.0
         bar_title = "q·k / √d"
     elif kind == "probs":
         colour = dict(zmin=0.0, zmax=float(zmax), colorscale=ATTENTION_SCALE)
-        bar_title = "attention"
+        bar_title = scale_label("attention", 0.0, float(zmax), fixed)
     else:
         raise ValueError(f"kind must be 'scores' or 'probs', not {kind!r}")
-    fig = go.Figure(go.Heatmap(z=f32(m), colorbar=dict(title=dict(text=bar_title, side="right")),
+    fig = go.Figure(go.Heatmap(z=f32(m), colorbar=dict(title=dict(text=bar_title, side="top"), thickness=12),
                                hovertemplate="query %{y} → key %{x}: %{z:.4f}<extra></extra>", **colour))
     _mark_cls(fig, n)
     fig.update_yaxes(autorange="reversed", scaleanchor="x", constrain="domain")
@@ -438,17 +445,25 @@ def cls_destination_bars(groups: dict[str, np.ndarray], title: str, height: int 
     return style(fig, title, height=height, x_title="head", y_title="share of CLS attention")
 
 
+def reference_line(fig: go.Figure, y: float, label: str) -> None:
+    """A dashed horizontal reference line, named in the legend below the chart (a label written on the line
+    sat on top of the bars or dots that reach it)."""
+    fig.add_hline(y=y, line=dict(color="#555", dash="dash"))
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color="#555", dash="dash"), name=label,
+                             hoverinfo="skip", showlegend=True))
+    fig.update_layout(showlegend=True, legend=dict(orientation="h", x=0.0, xanchor="left", y=-0.25, yanchor="top"))
+
+
 def entropy_bars(entropy: np.ndarray, num_tokens: int, title: str, *, chosen: int | None = None,
                  height: int = 340) -> go.Figure:
     """Attention entropy of each head (nats) with ``log T`` (attention spread evenly) as a reference."""
     entropy = f32(entropy)
     labels = [f"h{h}" for h in range(len(entropy))]
     colours = [QUERY_COLOR if h == chosen else "#4c78a8" for h in range(len(entropy))]
-    fig = go.Figure(go.Bar(x=labels, y=entropy, marker_color=colours,
+    fig = go.Figure(go.Bar(x=labels, y=entropy, marker_color=colours, showlegend=False,
                            hovertemplate="%{x}: %{y:.3f} nats<extra></extra>"))
     uniform = math.log(num_tokens)
-    fig.add_hline(y=uniform, line=dict(color="#555", dash="dash"),
-                  annotation_text=f"uniform: log {num_tokens} = {uniform:.2f}", annotation_position="top left")
+    reference_line(fig, uniform, f"uniform attention: log {num_tokens} = {uniform:.2f}")
     fig.update_yaxes(range=[0, uniform * 1.12])
     return style(fig, title, height=height, x_title="head", y_title="entropy (nats)")
 
@@ -459,10 +474,9 @@ def distance_bars(distance: np.ndarray, uniform: float, title: str, *, chosen: i
     distance = f32(np.nan_to_num(distance, nan=0.0))
     labels = [f"h{h}" for h in range(len(distance))]
     colours = [QUERY_COLOR if h == chosen else "#54a24b" for h in range(len(distance))]
-    fig = go.Figure(go.Bar(x=labels, y=distance, marker_color=colours,
+    fig = go.Figure(go.Bar(x=labels, y=distance, marker_color=colours, showlegend=False,
                            hovertemplate="%{x}: %{y:.1f} px<extra></extra>"))
-    fig.add_hline(y=uniform, line=dict(color="#555", dash="dash"),
-                  annotation_text=f"uniform: {uniform:.1f} px", annotation_position="top left")
+    reference_line(fig, uniform, f"uniform attention: {uniform:.1f} px")
     top = max(float(distance.max()) if len(distance) else 0.0, uniform) * 1.15 or 1.0
     fig.update_yaxes(range=[0, top])
     return style(fig, title, height=height, x_title="head", y_title="mean distance (pixels)")

@@ -9,11 +9,35 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-#: Colour scale for attention weights (always drawn on a fixed 0..1 range: softmax outputs).
+#: Colour scale for attention weights (softmax outputs, 0..1).
 ATTENTION_SCALE = "Viridis"
 #: Diverging scale for signed values (embeddings, scores, similarities), centred on 0.
 SIGNED_SCALE = "RdBu_r"
 FONT = dict(family="Inter, Segoe UI, Helvetica, Arial, sans-serif", size=13)
+
+
+def attention_range(*maps, fixed: bool = False) -> tuple[float, float]:
+    """The colour range of an attention figure: 0 to the largest weight it shows, or 0..1 when ``fixed``.
+
+    One range for all the panels of a figure (every head, every layer), so they stay comparable. Trained
+    attention spread over many patches peaks far below 1 (0.08 is typical), and random weights give
+    about 1 / tokens everywhere: on a fixed 0..1 scale both look blank.
+    """
+    if fixed:
+        return 0.0, 1.0
+    top = max((float(np.nanmax(m)) for m in maps if np.size(m)), default=0.0)
+    return 0.0, (top if np.isfinite(top) and top > 0 else 1.0)
+
+
+def scale_label(what: str, zmin: float, zmax: float, fixed: bool) -> str:
+    """A colour bar title that says the scale: "attention<br>fitted 0–0.083" or "attention<br>fixed 0–1"."""
+    if fixed:
+        return f"{what}<br>fixed 0–1"
+    return f"{what}<br>fitted {_short(zmin)}–{_short(zmax)}"
+
+
+def _short(x: float) -> str:
+    return "0" if x == 0 else f"{x:.3g}"
 
 
 def f32(a) -> np.ndarray:
@@ -26,6 +50,9 @@ def style(fig: go.Figure, title: str, *, height: int | None = None, x_title: str
     """Title, fonts and margins shared by every figure."""
     fig.update_layout(title=dict(text=title, x=0.0, xanchor="left"), font=FONT,
                       margin=dict(l=10, r=10, t=60, b=10), height=height)
+    # axis titles and tick labels push the margins out instead of being cut off at the figure's edge
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True)
     if x_title is not None:
         fig.update_xaxes(title_text=x_title)
     if y_title is not None:
@@ -111,7 +138,7 @@ def image_with_grid(image: np.ndarray, patch_size: int, title: str, *, height: i
         centres = (np.arange(g) + 0.5) * patch_size - 0.5
         cx, cy = np.meshgrid(centres, centres)
         fig.add_trace(go.Scatter(x=f32(cx.ravel()), y=f32(cy.ravel()), mode="text",
-                                 text=[str(i) for i in range(g * g)], textfont=dict(color="white", size=10),
+                                 text=[str(i) for i in range(g * g)], textfont=dict(color="white", size=12),
                                  hoverinfo="skip", showlegend=False))
     equal_axes(fig)
     return style(fig, title, height=height, x_title="x (pixels)", y_title="y (pixels)")

@@ -111,24 +111,24 @@ def token_heatmaps(tokens: np.ndarray, position: np.ndarray, embeddings: np.ndar
         return float(np.percentile(np.abs(np.concatenate([a.ravel() for a in arrays])), 99.5)) or 1.0
 
     limits = [robust_max(*panels)] * 3 if shared_scale else [robust_max(p) for p in panels]
-    names = ["tokens: CLS + patch embeddings", "+ position embeddings", "= embeddings (into layer 0)"]
+    names = ["tokens:<br>CLS + patches", "+ position<br>embeddings", "= embeddings<br>(into layer 0)"]
     spacing = 0.03 if shared_scale else 0.09
     fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=spacing, subplot_titles=names)
     x = np.arange(start, start + width, dtype=np.int32)
     for i, z in enumerate(panels):
         domain_end = fig.layout[f"xaxis{'' if i == 0 else i + 1}"].domain[1]
         colorbar = (dict(title=dict(text="value", side="right")) if shared_scale else
-                    dict(x=domain_end + 0.005, xanchor="left", thickness=10, len=0.9, tickfont=dict(size=10)))
+                    dict(x=domain_end + 0.005, xanchor="left", thickness=10, len=0.9, tickfont=dict(size=12)))
         fig.add_trace(go.Heatmap(
             z=z, x=x, zmin=-limits[i], zmax=limits[i], zmid=0, colorscale=SIGNED_SCALE,
             showscale=(i == 2) or not shared_scale, colorbar=colorbar,
-            hovertemplate=f"{names[i]}<br>token %{{y}}, dimension %{{x}}: %{{z:.4f}}<extra></extra>"), row=1, col=i + 1)
+            hovertemplate=f"{names[i].replace('<br>', ' ')}<br>token %{{y}}, dimension %{{x}}: %{{z:.4f}}<extra></extra>"), row=1, col=i + 1)
         fig.add_shape(type="rect", x0=start - 0.5, x1=start + width - 0.5, y0=-0.5, y1=0.5,
                       line=dict(color="black", width=2), row=1, col=i + 1)
         fig.update_xaxes(title_text="hidden dimension", row=1, col=i + 1)
     fig.update_yaxes(autorange="reversed")
     fig.update_yaxes(title_text="token (row 0 = CLS, then patches 0, 1, ...)", row=1, col=1)
-    fig.add_annotation(x=start, y=0, text="CLS", xanchor="right", xshift=-4, showarrow=False, font=dict(size=11),
+    fig.add_annotation(x=start, y=0, text="CLS", xanchor="right", xshift=-4, showarrow=False, font=dict(size=12),
                        xref="x", yref="y")
     title = title or f"The token sequence before and after adding positions ({T} tokens, dimensions {start}–{start + width - 1})"
     style(fig, title, height=height)

@@ -54,7 +54,7 @@ def robust_limit(*arrays: np.ndarray, q: float = 99.5) -> float:
 
 
 def mapping_figure(left: np.ndarray, right: np.ndarray, *, grid: int, title: str, left_title: str,
-                   right_title: str, left_axis: str, right_axis: str, max_tokens: int = 40,
+                   right_title: str, left_axis: str, right_axis: str, max_tokens: int = 24,
                    max_left: int = 96, max_right: int = 384, zmax: float | None = None) -> go.Figure:
     """Two [T, features] matrices side by side with the same token rows (one row per token).
 
@@ -74,18 +74,18 @@ def mapping_figure(left: np.ndarray, right: np.ndarray, *, grid: int, title: str
     labels = [token_name(int(i), grid) for i in rows]
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.03,
                         column_widths=[max(nl, 1), max(nr, 1)],
-                        subplot_titles=[f"{left_title}: features 0-{nl - 1} of {left.shape[1]}",
-                                        f"{right_title}: features 0-{nr - 1} of {right.shape[1]}"])
+                        subplot_titles=[f"{left_title}<br>features 0-{nl - 1} of {left.shape[1]}",
+                                        f"{right_title}<br>features 0-{nr - 1} of {right.shape[1]}"])
     for col, (z, name) in enumerate(((a, left_title), (b, right_title)), start=1):
         fig.add_trace(go.Heatmap(
             z=z, y=labels, x0=0, dx=1, zmin=-lim, zmax=lim, zmid=0, colorscale=SIGNED_SCALE, showscale=(col == 2),
             colorbar=dict(title=dict(text="value", side="right")),
             hovertemplate=f"{name}<br>%{{y}}, feature %{{x}}: %{{z:.3f}}<extra></extra>"), row=1, col=col)
-    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=9))
+    fig.update_yaxes(autorange="reversed", type="category", tickfont=dict(size=12))
     fig.update_xaxes(title_text=left_axis, row=1, col=1)
     fig.update_xaxes(title_text=right_axis, row=1, col=2)
     shown = "all tokens" if len(rows) == left.shape[0] else f"CLS + {len(rows) - 1} of {left.shape[0] - 1} patches"
-    return style(fig, f"{title} ({shown})", height=max(360, 13 * len(rows) + 150))
+    return style(fig, f"{title} ({shown})", height=max(360, 17 * len(rows) + 150))
 
 
 # ------------------------------------------------------------------------------- the activation

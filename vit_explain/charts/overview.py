@@ -87,7 +87,8 @@ def architecture_treemap(blocks: list[Block], *, metric: str = "flops", title: s
                       f"(total {human(total[metric])}{'FLOPs' if metric == 'flops' else ' parameters'}); "
                       "click a box to zoom in")
     style(fig, title, height=height)
-    fig.update_layout(margin=dict(l=4, r=4, t=60, b=4))
+    # Plotly shrinks a label to fit its box; below 12 px it hides it instead (hover and zoom still show it)
+    fig.update_layout(margin=dict(l=4, r=4, t=60, b=4), uniformtext=dict(minsize=12, mode="hide"))
     return fig
 
 
@@ -111,8 +112,9 @@ def prediction_figure(top: list[tuple[str, float]], title: str = "Top-5 predicti
     """Horizontal bars of (label, probability), the most probable on top."""
     labels = [label for label, _ in top]
     probs = f32([p for _, p in top])
-    fig = bar(labels, probs, title, x_title="probability (softmax of the logits)", y_title="class", horizontal=True,
+    fig = bar(labels, probs, title, x_title="probability", y_title="class", horizontal=True,
               height=max(220, 60 + 34 * len(labels)), color="#4a90c2")
-    fig.update_xaxes(range=[0, 1])
+    # room right of 1.0 for the label of a bar near 100 % ("95.4%" was cut off at the figure's edge)
+    fig.update_xaxes(range=[0, 1.22], tickvals=[0, 0.5, 1.0], tickformat=".0%")
     fig.update_traces(text=[f"{p:.1%}" for p in probs], textposition="outside", cliponaxis=False)
     return fig

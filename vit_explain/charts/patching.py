@@ -178,7 +178,7 @@ def pixel_vector_figure(vector: np.ndarray, num_channels: int, patch_size: int, 
                              name=name, marker_color=colour, marker_line_width=0,
                              hovertemplate=f"{name}, entry %{{x}}: %{{y:.3f}}<extra></extra>"))
     fig.update_layout(bargap=0, legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
-    return style(fig, title, height=height, x_title=f"entry of the flattened patch (channel, row, column), 0 to {v.size - 1}",
+    return style(fig, title, height=height, x_title=f"entry of the flattened patch (0 to {v.size - 1})",
                  y_title="pixel value (normalised)")
 
 
@@ -222,7 +222,7 @@ def filter_pca_figure(components: np.ndarray, ratios: np.ndarray, *, cols: int =
         showlegend=False))
     fig.update_layout(annotations=[  # one update, not k add_annotation calls (each validates the layout)
         dict(x=float(centres[i, 0]), y=float(centres[i, 1] + p / 2), yanchor="top", yshift=-1, showarrow=False,
-             text=f"{i + 1}", font=dict(size=10, color="white"), bgcolor="rgba(0,0,0,0.45)", borderpad=1)
+             text=f"{i + 1}", font=dict(size=12, color="white"), bgcolor="rgba(0,0,0,0.45)", borderpad=1)
         for i in range(k)])
     _bare_axes(fig)
     title = title or f"Principal components of the {p} x {p} filters"

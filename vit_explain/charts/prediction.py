@@ -185,7 +185,7 @@ def logit_lens_heatmap(probs: np.ndarray, stage_names: list[str], class_names: l
         template = "%{y}<br>%{x}: %{z:.1%}<br>top-1 at this depth: %{customdata}<extra></extra>"
     fig = go.Figure(go.Heatmap(z=z, x=list(class_names), y=list(stage_names), zmin=0.0, zmax=1.0,
                                colorscale=ATTENTION_SCALE, customdata=custom, hovertemplate=template,
-                               texttemplate="%{z:.0%}" if z.size <= 400 else None, textfont=dict(size=11),
+                               texttemplate="%{z:.0%}" if z.size <= 400 else None, textfont=dict(size=12),
                                colorbar=dict(title=dict(text="probability", side="right"))))
     fig.update_yaxes(autorange="reversed")
     return style(fig, "Logit lens: the final prediction's top classes, read after every layer",
@@ -223,6 +223,13 @@ def occlusion_view(image: np.ndarray, attention_map: np.ndarray, patch_size: int
                  x_title="x (pixels)", y_title="y (pixels)")
 
 
+def change_label(delta: float) -> str:
+    """A change of probability as text: "+3.2%", "-0.4%", and "no change" when it rounds to zero (not "-0.0%")."""
+    if abs(float(delta)) < 0.0005:
+        return "no change"
+    return f"{float(delta):+.1%}"
+
+
 def before_after_bars(labels: list[str], before: np.ndarray, after: np.ndarray, *, height: int = 420) -> go.Figure:
     """Probabilities of the same classes before and after hiding patches (grouped horizontal bars)."""
     b, a = f32(before), f32(after)
@@ -230,11 +237,11 @@ def before_after_bars(labels: list[str], before: np.ndarray, after: np.ndarray, 
     fig.add_trace(go.Bar(x=b, y=list(labels), orientation="h", name="original image", marker_color=BEFORE_COLOR,
                          hovertemplate="%{y}<br>original: %{x:.4f}<extra></extra>"))
     fig.add_trace(go.Bar(x=a, y=list(labels), orientation="h", name="with patches hidden", marker_color=AFTER_COLOR,
-                         text=[f"{d:+.1%}" for d in (a - b)], textposition="outside", cliponaxis=False,
+                         text=[change_label(d) for d in (a - b)], textposition="outside", cliponaxis=False,
                          hovertemplate="%{y}<br>hidden: %{x:.4f}<extra></extra>"))
     fig.update_layout(barmode="group", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0, xanchor="left"))
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(range=[0, 1.12], tickformat=".0%")
+    fig.update_xaxes(range=[0, 1.3], tickvals=[0, 0.5, 1.0], tickformat=".0%")
     fig = style(fig, "Probabilities: original vs patches hidden", height=height, x_title="probability",
                 y_title="class")
     fig.update_layout(margin=dict(b=70))

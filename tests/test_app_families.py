@@ -58,13 +58,13 @@ def test_register_tokens_are_shown_on_the_layer_and_attention_pages(tmp_path):
     at = open_app("local", local_path=str(folder), page="pages/layers.py")
     assert any("4 **register tokens**" in i.value for i in at.info), [i.value for i in at.info]
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    norms = next(s for s in specs if "Token norms" in s["layout"]["title"]["text"])
-    assert "CLS, REG0 ... REG3" in norms["layout"]["title"]["text"]
+    norms = next(s for s in specs if "Token norms" in s["layout"]["meta"]["title"])
+    assert "CLS, REG0 ... REG3" in norms["layout"]["meta"]["title"]
     assert any(trace.get("name") == "register token" for trace in norms["data"])
     at.switch_page("pages/attention.py").run()
     assert not at.exception
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    where = next(s for s in specs if "where the CLS token's attention goes" in s["layout"]["title"]["text"])
+    where = next(s for s in specs if "where the CLS token's attention goes" in s["layout"]["meta"]["title"])
     assert [trace["name"] for trace in where["data"]][:2] == ["CLS itself", "register tokens"]
     assert any("register tokens" in c.value and "dinov2-small" in c.value for c in at.caption)
 

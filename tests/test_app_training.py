@@ -18,7 +18,7 @@ def _ok(at):
 
 
 def _titles(at) -> list[str]:
-    return [json.loads(c.proto.spec)["layout"].get("title", {}).get("text", "") for c in at.get("plotly_chart")]
+    return [json.loads(c.proto.spec)["layout"].get("meta", {}).get("title", "") for c in at.get("plotly_chart")]
 
 
 def _wait_for_steps(at, steps: int, timeout: float = 120.0):

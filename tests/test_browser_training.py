@@ -45,7 +45,9 @@ def _step_shown(page) -> int:
 
 
 def _chart_titles(page) -> list[str]:
-    return page.locator('[data-testid="stPlotlyChart"] .gtitle').all_text_contents()
+    # ui.plot draws a figure's title above the chart and keeps its text in the figure's layout.meta
+    return page.evaluate("""() => Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
+        .map(f => (((f._fullLayout || {}).meta || {}).title) || (f.querySelector('.gtitle') || {}).textContent || '')""")
 
 
 def _wait_text(page, pattern: str, timeout_s: float = 120.0) -> re.Match:

@@ -130,3 +130,44 @@ def test_train_watch_stop_scrub_and_explore(server, shots_dir):
             _screenshot(page, shots_dir / "training-5-attention-on-trained-model.png")
         finally:
             browser.close()
+
+
+def _server_process(url: str):
+    psutil = pytest.importorskip("psutil")
+    port = int(url.rsplit(":", 1)[1])
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
+            return psutil.Process(conn.pid)
+    pytest.skip("cannot find the server's process to watch its CPU")
+
+
+def _cpu_seconds_over(process, seconds: float) -> float:
+    before = sum(process.cpu_times()[:2])
+    time.sleep(seconds)
+    return sum(process.cpu_times()[:2]) - before
+
+
+def test_closing_the_tab_stops_the_run(server):
+    process = _server_process(server)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 900})
+            page.set_default_timeout(180_000)
+            page.goto(f"{server}/training")
+            page.wait_for_selector('[data-testid="stSidebar"]')
+            _wait_idle(page)
+            page.get_by_role("button", name="Use the two-minute settings").click()
+            _wait_idle(page)
+            page.get_by_role("button", name="Start a new run").click()
+            _wait_text(page, r"Training: step [1-9]")
+            busy = _cpu_seconds_over(process, 3.0)
+            assert busy > 1.0, busy  # about one core: the run trains
+            page.close()  # the tab goes; the browser (and its other tabs) stay
+            deadline = time.time() + 90
+            idle = busy
+            while time.time() < deadline and idle > 0.3:
+                idle = _cpu_seconds_over(process, 3.0)
+            assert idle <= 0.3, f"the server still used {idle:.2f} s of CPU in 3 s after the tab closed"
+        finally:
+            browser.close()

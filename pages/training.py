@@ -110,7 +110,7 @@ st.caption(
     f":material/info: Limits on this shared server: each run trains at most {settings.max_steps:,} steps or "
     f"{settings.max_seconds / 60:.0f} minutes (over all its resumes), on one CPU thread, with models of at most "
     f"{trainer.MAX_PARAMETERS / 1e6:.0f}M parameters, {trainer.MAX_TRAIN_TOKENS} tokens and {trainer.MAX_TRAIN_PATCH} px patches; at most {pool.slots} "
-    f"run{'s' if pool.slots != 1 else ''} train at once (others wait in a queue, first come first served); a run "
+    f"{'runs train' if pool.slots != 1 else 'run trains'} at once (others wait in a queue, first come first served); a run "
     f"stops when its browser tab is closed. Batches of {settings.batch_size} pictures, AdamW, peak learning rate "
     f"{settings.lr:g}."
 )
@@ -165,7 +165,7 @@ def _status_line(status: trainer.RunStatus) -> None:
     accuracy = f", held-out accuracy {held.held_out_accuracy:.0%}" if held is not None and status.step else ""
     if status.state == "queued":
         st.warning(f"Waiting for a free training slot: place {status.queue_position or 1} in the queue "
-                   f"({pool.slots} run{'s' if pool.slots != 1 else ''} train at once on this server).",
+                   f"({pool.slots} {'runs train' if pool.slots != 1 else 'run trains'} at once on this server).",
                    icon=":material/hourglass_top:")
     elif status.state == "loading":
         st.info("Reading the training pictures ...", icon=":material/downloading:")

@@ -112,3 +112,38 @@ def test_resume_continues_the_same_run(page):
     assert again.run_id == first.run_id and again.steps[:stopped] == list(range(1, stopped + 1))
     at.button(key="train:stop").click().run()
     assert at.session_state["train:run"].status().state == "stopped"
+
+
+def test_a_run_waits_for_a_free_slot_and_shows_its_place(page):
+    from test_trainer import FixedData, make_run
+
+    from vit_explain import trainer
+
+    pool = trainer.server_pool()
+    others = [make_run(data=FixedData(delay=0.01), pool=pool, max_steps=100_000) for _ in range(pool.slots)]
+    try:
+        for other in others:  # another session holds every slot of this server
+            other.start()
+        assert all(_wait(lambda o=o: o.status().state == "running") for o in others)
+        at = page
+        at.button(key="train:start_button").click().run()
+        _ok(at)
+        assert at.session_state["train:run"].status().state == "queued"
+        assert any("place 1 in the queue" in w.value for w in at.warning), [w.value for w in at.warning]
+        for other in others:
+            other.stop()
+        assert _wait(lambda: at.session_state["train:run"].status().state == "running")
+        at.run()
+        assert any("Training: step" in i.value for i in at.info)
+    finally:
+        for other in others:
+            other.stop()
+
+
+def _wait(predicate, timeout: float = 60.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

@@ -135,6 +135,7 @@ def start_new_run() -> None:
     state[FOLLOW] = True
     state.pop(SNAP, None)
     state.pop("train:snapshot_set", None)
+    state.pop("train:figures", None)
 
 
 def stop_run() -> None:
@@ -200,45 +201,56 @@ def _pick_snapshot(snapshots: list[trainer.Snapshot]) -> trainer.Snapshot:
     return snapshots[steps.index(state[SNAP])]
 
 
+def _figure(key: tuple, build):
+    """A snapshot's figure, built once: the page reruns every second, a snapshot arrives every few seconds."""
+    memo = state.setdefault("train:figures", {})
+    if key not in memo:
+        if len(memo) >= 24:  # a few snapshots' worth (layer and head choices included)
+            memo.clear()
+        memo[key] = build()
+    return memo[key]
+
+
 def _views(status: trainer.RunStatus, data, config) -> None:
     _status_line(status)
     snapshots = status.snapshots
     if not snapshots:
         return
     snap = _pick_snapshot(snapshots)
-    held = snapshots
-    ui.plot(charts.curves_figure(status.steps, status.train_loss, status.train_accuracy, [s.step for s in held],
-                                 [s.held_out_loss for s in held], [s.held_out_accuracy for s in held],
+    at = (status.run_id, snap.step)
+    ui.plot(charts.curves_figure(status.steps, status.train_loss, status.train_accuracy, [s.step for s in snapshots],
+                                 [s.held_out_loss for s in snapshots], [s.held_out_accuracy for s in snapshots],
                                  chance=1.0 / len(data.classes), marker_step=snap.step), key="train:curves")
     L, H = snap.cls_attention.shape[:2]
     pick_layer, pick_head = st.columns(2, gap="large")
     layer = pick_layer.select_slider("Layer", list(range(L)), key=ui.remember("train:layer", ui.clamp_index(L, L - 1)),
                                      help="0 is the first encoder layer, as on every page.")
     head = pick_head.select_slider("Head", list(range(H)), key=ui.remember("train:head", ui.clamp_index(H)))
-    ui.plot(charts.probe_attention_figure(data.probe_image, snap.cls_attention, layer, head, step=snap.step),
-            key="train:probe")
+    ui.plot(_figure(("probe", *at, layer, head), lambda: charts.probe_attention_figure(
+        data.probe_image, snap.cls_attention, layer, head, step=snap.step)), key="train:probe")
     left, right = st.columns(2, gap="medium")
     with left:
-        ui.plot(charts.top5_figure(snap.top5, true_label=data.classes[data.probe_label], step=snap.step),
-                key="train:top5")
+        ui.plot(_figure(("top5", *at), lambda: charts.top5_figure(
+            snap.top5, true_label=data.classes[data.probe_label], step=snap.step)), key="train:top5")
     with right:
         if len(snapshots) > 1:
-            ui.plot(charts.distance_figure([s.attention_distance for s in snapshots], [s.step for s in snapshots],
-                                           grid=config.grid_size, patch_size=config.patch_size, marker_step=snap.step),
-                    key="train:distance")
+            ui.plot(_figure(("distance", *at, len(snapshots), snapshots[-1].step), lambda: charts.distance_figure(
+                [s.attention_distance for s in snapshots], [s.step for s in snapshots], grid=config.grid_size,
+                patch_size=config.patch_size, marker_step=snap.step)), key="train:distance")
     st.caption("At step 0 every head spreads its attention almost evenly. As the model learns, the CLS token of the "
                "last layers concentrates on the patches that decide the class (for the shapes: the object), and the "
                "heads drift apart: some look locally, some across the picture.")
-    ui.plot(charts.heads_figure(snap.cls_attention, step=snap.step), key="train:heads")
-    ui.plot(charts.position_similarity_figure(snap.position_similarity, step=snap.step), key="train:positions")
+    ui.plot(_figure(("heads", *at), lambda: charts.heads_figure(snap.cls_attention, step=snap.step)), key="train:heads")
+    ui.plot(_figure(("positions", *at), lambda: charts.position_similarity_figure(
+        snap.position_similarity, step=snap.step)), key="train:positions")
     st.caption("Each small map compares one patch's position embedding with every other patch's. They start as random "
                "vectors (a single bright cell per map, noise around it); training pulls the embeddings of neighbouring "
                "patches together, so blobs around each patch and rows and columns appear: the model discovers the 2-D "
                "grid by itself (compare stage 2).")
-    ui.plot(charts.filters_figure(snap.filters, snap.filter_variance, step=snap.step), key="train:filters")
+    ui.plot(_figure(("filters", *at), lambda: charts.filters_figure(
+        snap.filters, snap.filter_variance, step=snap.step)), key="train:filters")
     st.caption("The main directions the patch-embedding filters vary along (compare stage 1): random speckle at step 0, "
                "smoother colour and edge patterns as training goes on.")
-
 
 if current is not None:
     live = status.active

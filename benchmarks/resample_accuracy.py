@@ -1,17 +1,23 @@
-"""How well does the bundled model survive a change of patch size? PI-resize against plain resize.
+"""How well does a trained model survive the app's architecture sliders? Accuracy after resampling.
 
-    python benchmarks/resample_accuracy.py [--model assets/models/shapes] [--n 1000] [--seed 12345]
+    python benchmarks/resample_accuracy.py                                   # the shapes model
+    python benchmarks/resample_accuracy.py --model assets/models/cifar10 \\
+        --data ../shared/data/cifar10-jpeg.tar.gz --per-class 200           # the CIFAR-10 model
 
-The bundled model was trained on 64-pixel synthetic images with 8-pixel patches (an 8 x 8 grid).
-For each other patch size, :func:`vit_explain.weights.resample` rebuilds it twice: with FlexiViT's
-pseudo-inverse resize of the patch kernel ("PI") and with the kernel resized like an image
-("plain"), and the accuracy on ``vit_explain.synthetic.sample(n, seed)`` is printed for two cases:
+Every row rebuilds the model with :func:`vit_explain.weights.resample`, exactly as the app does
+when a slider moves, and measures its accuracy on the same pictures:
 
-* grid kept: the image grows with the patch (image = 8 x patch), the pictures are resized to it
-  (bilinear), the position embeddings stay as trained. PI-resize is exact for patches that grow
-  when each patch is upsampled on its own; resizing the whole picture blends across patch borders.
-* image kept: 64-pixel pictures as trained; the grid changes (64 / patch) and the position
-  embeddings are interpolated to it.
+* patch size, grid kept: the image grows with the patch (image = grid x patch), the pictures are
+  resized to it (bilinear); the patch kernel is resized with FlexiViT's pseudo-inverse resize
+  ("PI") or like an image ("plain"); the position embeddings stay as trained.
+* patch size, image kept: the trained image size; the grid changes and the position embeddings
+  are interpolated to it.
+* image size: patch kept, grid changes, position embeddings interpolated.
+* heads: the same projections split into another number of heads.
+* layers: only the first N layers kept (the final layer norm and head as trained).
+
+Pictures: ``--data`` (an ImageFolder folder or archive; its held-out split, ``--per-class`` of each
+class) or, without it, fresh synthetic shapes (``--n`` of them, ``--seed``).
 """
 
 from __future__ import annotations
@@ -27,18 +33,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vit_explain.synthetic import sample  # noqa: E402
+from vit_explain.train import images_to_pixel_values  # noqa: E402
 from vit_explain.weights import load_checkpoint, resample  # noqa: E402
 
 
-def pixel_values(images) -> torch.Tensor:
-    """uint8 [n, H, W, 3] -> [n, 3, H, W] normalised the ViT way (mean = std = 0.5)."""
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    return (x - 0.5) / 0.5
-
-
 @torch.no_grad()
-def accuracy(model, x: torch.Tensor, labels: torch.Tensor, batch: int = 100) -> float:
+def accuracy(model, x: torch.Tensor, labels: torch.Tensor, batch: int = 250) -> float:
     size = model.config.image_size
     correct = 0
     for i in range(0, len(x), batch):
@@ -50,55 +50,79 @@ def accuracy(model, x: torch.Tensor, labels: torch.Tensor, batch: int = 100) -> 
     return correct / len(x)
 
 
+def _pictures(args, config):
+    if args.data:
+        from vit_explain.imagefolder import load_image_folder
+
+        data = load_image_folder(args.data, image_size=config.image_size, limit_per_class=args.per_class)
+        return data.test.images, data.test.labels, f"{len(data.test)} held-out pictures of {args.data}"
+    from vit_explain.synthetic import sample
+
+    images, labels, _ = sample(args.n, seed=args.seed, image_size=config.image_size)
+    return images, labels, f"{args.n} synthetic pictures, seed {args.seed}"
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "assets" / "models" / "shapes"))
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--data", help="ImageFolder folder or .tar/.tar.gz; without it: synthetic shapes")
+    parser.add_argument("--per-class", type=int, default=200, help="held-out pictures per class read from --data")
+    parser.add_argument("--n", type=int, default=1000, help="synthetic pictures (without --data)")
     parser.add_argument("--seed", type=int, default=12345)
-    parser.add_argument("--patches", default="4,8,16,32", help="comma-separated patch sizes")
+    parser.add_argument("--patches", default="2,4,8,16", help="comma-separated patch sizes")
     args = parser.parse_args(argv)
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
-        print(f"No model at {model_dir} (train it with: python -m vit_explain.train --out assets/models/shapes)")
+        print(f"No model at {model_dir} (train it with: python -m vit_explain.train --recipe shapes|cifar10)")
         return 1
+    torch.manual_seed(0)
     model = load_checkpoint(model_dir)
     config = model.config
-    images, labels, _ = sample(args.n, seed=args.seed, image_size=config.image_size)
-    x, y = pixel_values(images), torch.from_numpy(labels)
-    grid = config.grid_size
+    images, labels, what = _pictures(args, config)
+    x, y = images_to_pixel_values(images), torch.from_numpy(labels)
+    grid, size, patch = config.grid_size, config.image_size, config.patch_size
     start = time.perf_counter()
-    print(f"model: {model_dir} ({config.image_size} px, patch {config.patch_size}, grid {grid}x{grid}, "
-          f"{config.num_hidden_layers} layers, width {config.hidden_size}); {args.n} images, seed {args.seed}")
-    print(f"trained setting: accuracy {accuracy(model, x, y):.3f}\n")
-
-    patches = [int(p) for p in args.patches.split(",")]
-    rows = []
-    for patch in patches:
-        row = [patch]
-        # grid kept: the image scales with the patch
-        image = grid * patch
-        for method in ("pi", "bilinear"):
-            row.append(accuracy(resample(model, patch_size=patch, image_size=image, kernel_resize=method), x, y))
-        # image kept: the grid changes, position embeddings interpolated
-        if config.image_size % patch == 0:
-            for method in ("pi", "bilinear"):
-                row.append(accuracy(resample(model, patch_size=patch, kernel_resize=method), x, y))
-        else:
-            row += [None, None]
-        rows.append(row)
+    print(f"model: {model_dir} ({size} px, patch {patch}, grid {grid}x{grid}, {config.num_hidden_layers} layers, "
+          f"{config.num_attention_heads} heads, width {config.hidden_size}); {what}; chance {1 / config.num_labels:.3f}")
+    print(f"\nas trained: accuracy {accuracy(model, x, y):.3f}\n")
 
     def cell(v):
-        return "   -  " if v is None else f"{v:6.3f}"
+        return "-" if v is None else f"{v:.3f}"
 
-    print(f"grid kept = image scaled to keep the {grid}x{grid} grid; image kept = {config.image_size} px, grid changes")
-    print("| patch | grid kept: image | PI     | plain  | image kept: grid | PI     | plain  |")
-    print("|------:|-----------------:|-------:|-------:|-----------------:|-------:|-------:|")
-    for patch, gk_pi, gk_plain, ik_pi, ik_plain in rows:
-        g = config.image_size // patch if config.image_size % patch == 0 else None
-        print(f"| {patch:5d} | {grid * patch:13d} px | {cell(gk_pi)} | {cell(gk_plain)} | "
-              f"{(f'{g}x{g}' if g else '-'):>16} | {cell(ik_pi)} | {cell(ik_plain)} |")
-    print(f"\n({time.perf_counter() - start:.1f} s; chance is {1 / config.num_labels:.3f})")
+    print("| patch | grid kept: image | PI | plain | image kept: grid | PI | plain |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for p in [int(v) for v in args.patches.split(",")]:
+        kept = [accuracy(resample(model, patch_size=p, image_size=grid * p, kernel_resize=m), x, y) for m in ("pi", "bilinear")]
+        if size % p == 0 and size // p >= 1:
+            changed = [accuracy(resample(model, patch_size=p, kernel_resize=m), x, y) for m in ("pi", "bilinear")]
+            g = size // p
+            grid_text = f"{g}x{g}"
+        else:
+            changed, grid_text = [None, None], "-"
+        print(f"| {p} | {grid * p} px | {cell(kept[0])} | {cell(kept[1])} | {grid_text} | {cell(changed[0])} | {cell(changed[1])} |")
+
+    print("\n| image size (patch kept) | grid | accuracy |")
+    print("|---:|---:|---:|")
+    for s in sorted({size // 2, size * 3 // 4, size, size * 3 // 2, size * 2}):
+        if s % patch == 0 and s >= patch:
+            print(f"| {s} px | {s // patch}x{s // patch} | {accuracy(resample(model, image_size=s), x, y):.3f} |")
+
+    print("\n| heads | per head | accuracy |")
+    print("|---:|---:|---:|")
+    for h in _divisors(config.hidden_size):
+        if h <= 32:
+            print(f"| {h} | {config.hidden_size // h} | {accuracy(resample(model, num_heads=h), x, y):.3f} |")
+
+    print("\n| layers kept | accuracy |")
+    print("|---:|---:|")
+    for n in range(1, config.num_hidden_layers + 1):
+        print(f"| {n} of {config.num_hidden_layers} | {accuracy(resample(model, num_layers=n), x, y):.3f} |")
+    print(f"\n({time.perf_counter() - start:.1f} s)")
     return 0
 
 

@@ -5,6 +5,7 @@ import streamlit as st
 from vit_explain import model as vit, ui
 from vit_explain.charts import overview as charts
 from vit_explain.flops import architecture, class_summary
+from vit_explain.pipeline import enlarge
 from vit_explain.weights import top_k
 
 run = ui.sidebar()
@@ -46,12 +47,15 @@ st.caption(
     f"**{head}** · image `{run.image_name}`"
 )
 
+ui.model_knowledge(run)
+
 # ---- the prediction, and how to use the app
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.subheader("What the model sees in your picture")
     picture, guess = st.columns([1, 2], vertical_alignment="center")
-    picture.image(run.image, caption=f"{cfg.image_size} x {cfg.image_size}, as the model sees it")
+    picture.image(enlarge(run.image), caption=f"{cfg.image_size} x {cfg.image_size}, as the model sees it"
+                  + (" (each square is one pixel)" if cfg.image_size < 128 else ""))
     if predicts:
         top = top_k(run.core["logits"], run.id2label, k=5)
         with guess:
@@ -68,7 +72,8 @@ with right:
     st.subheader("How to use this app")
     st.markdown(
         "1. Pick a sample picture or **upload your own** in the sidebar.\n"
-        "2. Choose the **weights**: the small bundled model, a pretrained checkpoint, or random numbers.\n"
+        "2. Choose the **weights**: a small model trained by this project (CIFAR-10 photos or drawn shapes), "
+        "a pretrained checkpoint, or random numbers.\n"
         "3. Move the **architecture sliders** (patch size, heads, layers ...) and watch every shape and "
         "chart below follow.\n"
         "4. Walk the stages in order; each page shows the real code, the tensor shapes and the numbers "

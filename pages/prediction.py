@@ -253,6 +253,7 @@ def head_section(run) -> list[tuple[str, float]] | None:
                 f"{K} scores, one per class (the **logits**). Softmax makes them positive and sum to 1: "
                 "`p_i = exp(z_i) / Σ_j exp(z_j)`." + ("" if run.trained else
                 " With random weights the head has learned nothing, so the probabilities are close to uniform."))
+    ui.model_knowledge(run)
     k = st.slider("How many classes to show (k)", 1, min(20, K), min(5, K), key="pred:k") if K > 1 else 1
     top = top_k(logits, run.id2label, k)
     order = np.argsort(-logits, kind="stable")[:k]

@@ -116,6 +116,14 @@ def display_image(pixel_values: np.ndarray, mean, std) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(1, 2, 0))
 
 
+def enlarge(image: np.ndarray, min_side: int = 256) -> np.ndarray:
+    """A small picture repeated pixel by pixel (nearest neighbour) to at least ``min_side``: crisp squares, not a blur."""
+    factor = max(1, -(-min_side // max(image.shape[0], 1)))
+    if factor == 1:
+        return image
+    return np.ascontiguousarray(image.repeat(factor, axis=0).repeat(factor, axis=1))
+
+
 def final_norm_and_head(model: nn.Module):
     """The final LayerNorm and the classifier (or None) of a model, for views that re-apply them."""
     base = getattr(model, "vit", model)

@@ -49,6 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES_DIR = ROOT / "assets" / "samples"
 MODELS_DIR = ROOT / "assets" / "models"
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+#: The picture a new session starts on (tests/test_cifar_model.py checks the default model names it right).
+DEFAULT_SAMPLE = "chelsea.jpg"
 
 #: The stages in teaching order: (page file, title, icon). app.py builds the navigation from it.
 PAGES = [
@@ -301,7 +303,9 @@ def _sample_bytes(name: str) -> bytes:
 def sample_names() -> list[str]:
     if not SAMPLES_DIR.is_dir():
         return []
-    return sorted(p.name for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+    names = sorted(p.name for p in SAMPLES_DIR.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+    # the default picture comes first: one the default (CIFAR-10) model names correctly
+    return sorted(names, key=lambda name: name != DEFAULT_SAMPLE)
 
 
 # ---------------------------------------------------------------------------------- sidebar
@@ -938,3 +942,23 @@ def plot(fig, key: str | None = None, **kwargs):
         st.markdown(f"<div style='font-size:0.95rem;line-height:1.35'>{words}</div>",
                     unsafe_allow_html=True)
     return st.plotly_chart(fig, key=key, config={"displaylogo": False, "displayModeBar": False}, **kwargs)
+
+
+def bundled_name(source: str) -> str | None:
+    """"cifar10" for the source "bundled:cifar10" (None for any other kind of weights)."""
+    return source[len(BUNDLED):] if source.startswith(BUNDLED) else None
+
+
+def model_knowledge(run: Run) -> None:
+    """Say what the chosen model knows (and cannot), and warn plainly when a photo meets the shapes model."""
+    from .knowledge import knowledge_sentence, outside_training_warning
+
+    classifier = getattr(run.model, "classifier", None)
+    bundled = bundled_name(run.source)
+    base_size = getattr(_base_model(run.source), "config", run.config).image_size if bundled else run.config.image_size
+    st.markdown(":material/school: " + knowledge_sentence(
+        run.id2label, image_size=base_size, bundled=bundled, trained=run.trained,
+        has_classifier=getattr(classifier, "out_features", 0) > 0))
+    warning = outside_training_warning(bundled, run.image_name)
+    if warning:
+        st.warning(warning, icon=":material/report:")

@@ -127,8 +127,9 @@ def test_tanh_figure_puts_the_points_on_the_curve():
 
 
 def test_head_bars():
-    spec = as_json(charts.logits_bar(["a", "b"], np.array([2.0, -1.0])))
+    spec = as_json(charts.logits_bar(["automobile", "truck"], np.array([2.0, -1.0])))
     assert spec["layout"]["title"]["text"].startswith("Top 2 logits")
+    assert spec["data"][0]["orientation"] == "h" and spec["data"][0]["y"] == ["automobile", "truck"]  # one name a row
     spec = as_json(charts.probability_bar(["a", "b"], np.array([0.7, 0.2])))
     assert spec["layout"]["xaxis"]["range"][0] == 0 and spec["data"][0]["text"] == ["70.0%", "20.0%"]
 

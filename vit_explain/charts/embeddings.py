@@ -112,7 +112,7 @@ def token_heatmaps(tokens: np.ndarray, position: np.ndarray, embeddings: np.ndar
 
     limits = [robust_max(*panels)] * 3 if shared_scale else [robust_max(p) for p in panels]
     names = ["tokens:<br>CLS + patches", "+ position<br>embeddings", "= embeddings<br>(into layer 0)"]
-    spacing = 0.03 if shared_scale else 0.09
+    spacing = 0.03 if shared_scale else 0.14  # room for each panel's own colour bar and its tick labels
     fig = make_subplots(rows=1, cols=3, shared_yaxes=True, horizontal_spacing=spacing, subplot_titles=names)
     x = np.arange(start, start + width, dtype=np.int32)
     for i, z in enumerate(panels):

@@ -147,13 +147,15 @@ def tanh_figure(pre_activation: np.ndarray, pooled: np.ndarray, *, height: int =
 
 # ------------------------------------------------------------------------------ head
 def logits_bar(labels: list[str], logits: np.ndarray, *, height: int = 360) -> go.Figure:
-    """The top-k logits (raw scores), most probable first."""
+    """The top-k logits (raw scores), most probable on top: horizontal bars, so long class names
+    ("automobile", "truck") sit one per row instead of running into each other under the bars."""
     values = f32(logits)
-    fig = go.Figure(go.Bar(x=list(labels), y=values, marker_color=BEFORE_COLOR,
-                           hovertemplate="%{x}: logit %{y:.3f}<extra></extra>"))
-    fig.add_hline(y=0, line=dict(color="#444", width=1))
+    fig = go.Figure(go.Bar(x=values, y=list(labels), orientation="h", marker_color=BEFORE_COLOR,
+                           hovertemplate="%{y}: logit %{x:.3f}<extra></extra>"))
+    fig.add_vline(x=0, line=dict(color="#444", width=1))
+    fig.update_yaxes(autorange="reversed")
     return style(fig, f"Top {len(values)} logits (raw scores from the classifier)", height=height,
-                 x_title="class", y_title="logit")
+                 x_title="logit", y_title="class")
 
 
 def probability_bar(labels: list[str], probs: np.ndarray, *, height: int = 360) -> go.Figure:

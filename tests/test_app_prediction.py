@@ -142,7 +142,7 @@ def test_small_classifier_numbers_are_consistent():
     figs = charts(at)
 
     # softmax of the shown logits (all 10 classes) gives the shown probabilities, in the same order
-    logits = decode(title_with(figs, "Top 10 logits")["data"][0]["y"]).astype(np.float64)
+    logits = decode(title_with(figs, "Top 10 logits")["data"][0]["x"]).astype(np.float64)
     probs = decode(title_with(figs, "Top 10 after softmax")["data"][0]["x"]).astype(np.float64)
     expected = np.exp(logits - logits.max())
     np.testing.assert_allclose(probs, expected / expected.sum(), atol=1e-5)

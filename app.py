@@ -7,8 +7,10 @@ NOT drawn here: each page starts with ``ui.sidebar()``, the one shared sidebar f
 reasons: Streamlit's AppTest runs a page file on its own when it switches to a page in a folder
 named ``pages/`` (it skips this entry point), so a sidebar drawn here would vanish from the tests;
 and a page that builds its own sidebar reads top to bottom as what the user sees. The sidebar's
-widgets use ``persist_state="session"`` and the chosen image sits in ``st.session_state``, so
-every choice survives page switches in the browser and in AppTest alike.
+widgets keep their values in ``st.session_state`` (``ui.remember``), and the picture in use (a sample or
+the session's upload) lives there too, never in the upload box: Streamlit gives every page's widgets their
+own identity, so each page draws a fresh, empty upload box. Every choice survives page switches in the
+browser and in AppTest alike.
 """
 
 import streamlit as st

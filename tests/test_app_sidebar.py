@@ -165,3 +165,18 @@ def test_a_refused_replacement_keeps_the_previous_upload():
     ok(at.sidebar.file_uploader[0].upload("essay.jpg", b"Dear teacher, my essay", "image/jpeg").run())  # ... refused
     assert at.session_state["image"][0] == "photo.png" and in_use(at) == "Your upload: photo.png"
     assert "**photo.png (your upload)** instead" in at.main.error[0].value
+
+
+def test_the_trace_download_says_the_layer_numbering():
+    from vit_explain import ViTConfig
+
+    config = ViTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                       intermediate_size=64)
+    core = {"hidden_states": np.zeros((5, 5, 32), np.float32), "attentions": np.zeros((4, 2, 5, 5), np.float32)}
+    run = ui.Run(image_name="x.png", digest="0" * 64, source="random", model=None, config=config, trained=False,
+                 core=core, image=np.zeros((32, 32, 3), np.uint8))
+    saved = np.load(io.BytesIO(run.npz_bytes()))
+    readme = str(saved["README"])
+    assert "Layer i is encoder.layer[i], counted from 0 to 3" in readme
+    assert "hidden_states[0] is the embeddings" in readme and "hidden_states[i + 1] is the stream after layer i" in readme
+    assert saved["hidden_states"].shape == (5, 5, 32)  # the arrays themselves are unchanged

@@ -61,7 +61,7 @@ def test_start_update_stop_scrub_and_explore(page):
     _ok(at)
     titles = _titles(at)
     for expected in ("Training curves", "Where the CLS token looks", "Top-5 for the probe", "in every layer and head",
-                     "Position-embedding similarity", "Patch-embedding filters", "How far each head looks"):
+                     "Position-embedding similarity", "Patch-embedding filters", "How far the heads look"):
         assert any(expected in t for t in titles), (expected, titles)
     assert any("Training: step" in i.value for i in at.info)
     later = _wait_for_steps(at, first.step + 10)

@@ -159,10 +159,10 @@ def distance_figure(distances: list[np.ndarray], steps: list[int], *, grid: int,
         fig.add_vline(x=marker_step, line=dict(color="#ff2d55", width=1.5))
     fig.update_yaxes(rangemode="tozero")
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.25, x=0, xanchor="left"))
-    style(fig, "How far each head looks, over the run", height=height, x_title="optimiser step",
+    style(fig, "How far the heads look", height=height, x_title="optimiser step",
           y_title="mean attention distance (pixels)")
     fig.update_layout(margin=dict(b=70))
-    return subtitle(fig, "one line per head, coloured by layer; patches attending to patches")
+    return subtitle(fig, "over the run: one line per head, coloured by layer")
 
 
 def position_similarity_figure(similarity: np.ndarray, *, step: int, height: int = 460) -> go.Figure:

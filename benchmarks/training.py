@@ -18,8 +18,9 @@ page draws changed between step 0 and the end:
 
 ``concurrency`` times another session's page reruns in AppTest as benchmarks/budgets.py does
 (random ViT-B/16 at 224; the self-attention page: a layer/head picker change with the trace cached,
-and the first page after an upload), first alone, then while a training run with the page's
-defaults trains in the same process, as it would on the server.
+and the first page after an upload), without and with a training run of the page's defaults in the
+same process, as on the server; the two conditions alternate round after round, so a busy machine
+weighs on both alike, and the ratio of their medians is printed.
 
 Run it on a quiet machine: the figures are wall-clock.
 """
@@ -148,22 +149,31 @@ def concurrency(args) -> int:
         return f"{label}: median {statistics.median(values):.3f} s, p95 {p95:.3f} s, max {values[-1]:.3f} s (n={len(values)})"
 
     measure("warm-up")
-    alone = measure("alone")
-    run = quick_run(seconds=600.0, max_steps=1_000_000)
-    run.start()
-    while run.status().step < 20:
-        time.sleep(0.1)
-    step_before, t_before = run.status().step, time.perf_counter()
-    busy = measure("training")
-    steps_during = run.status().step - step_before
-    seconds_during = time.perf_counter() - t_before
-    run.stop()
-    print(f"torch threads in this (server) thread: {torch.get_num_threads()}; training slots: {trainer.server_pool().slots}")
+    # Alternate the two conditions, round after round, so that whatever else the machine does weighs
+    # on both alike; report each condition's pooled figures and their ratio.
+    run = quick_run(seconds=3600.0, max_steps=1_000_000)
+    alone = dict(rerun=[], upload=[])
+    busy = dict(rerun=[], upload=[])
+    steps_during, seconds_during = 0, 0.0
+    for round_ in range(args.rounds):
+        for key, values in measure(f"alone{round_}").items():
+            alone[key] += values
+        run.start()  # resumes after the first round
+        while run.status().state != "running" or run.status().step < 5:
+            time.sleep(0.05)
+        step_before, t_before = run.status().step, time.perf_counter()
+        for key, values in measure(f"training{round_}").items():
+            busy[key] += values
+        steps_during += run.status().step - step_before
+        seconds_during += time.perf_counter() - t_before
+        run.stop()
+    print(f"torch threads in this (server) thread: {torch.get_num_threads()}; training slots: {trainer.server_pool().slots}; "
+          f"{args.rounds} rounds, each: without a run, then with one")
     print("self-attention page, random ViT-B/16 at 224 (budgets: rerun <= 0.3 s, first page after upload <= 2 s)")
-    print("  alone         " + line("rerun after a layer/head change", alone["rerun"]))
-    print("  while training " + line("rerun after a layer/head change", busy["rerun"]))
-    print("  alone         " + line("first page after an upload", alone["upload"]))
-    print("  while training " + line("first page after an upload", busy["upload"]))
+    for key, label in (("rerun", "rerun after a layer/head change"), ("upload", "first page after an upload")):
+        print("  without a run   " + line(label, alone[key]))
+        print("  while training  " + line(label, busy[key]))
+        print(f"  ratio of medians (training / without): {statistics.median(busy[key]) / statistics.median(alone[key]):.2f}")
     print(f"  the run meanwhile: {steps_during} steps in {seconds_during:.1f} s ({steps_during / seconds_during:.1f} steps/s)")
     return 0
 
@@ -177,8 +187,9 @@ def main(argv=None) -> int:
     two.add_argument("--cpu", action="store_true",
                      help="count the run's own CPU time instead of wall-clock (what a quiet core would give)")
     con = sub.add_parser("concurrency")
-    con.add_argument("--changes", type=int, default=6, help="values per layer/head picker")
-    con.add_argument("--uploads", type=int, default=3)
+    con.add_argument("--changes", type=int, default=3, help="values per layer/head picker per round")
+    con.add_argument("--uploads", type=int, default=1, help="uploads per round")
+    con.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args(argv)
     return two_minutes(args) if args.what == "two-minutes" else concurrency(args)
 

@@ -4,6 +4,7 @@ does not slow the other sessions beyond the budgets.
     python benchmarks/training.py two-minutes        # the page's defaults, from random weights, 120 s
     python benchmarks/training.py two-minutes --cpu  # 120 s of the run's own CPU time (on a busy machine)
     python benchmarks/training.py concurrency        # another session's page reruns, without and with a run
+    python benchmarks/training.py concurrency --process   # ... and with the same training in another process
 
 ``two-minutes`` trains exactly what the page trains after "Use the two-minute settings" and "Start
 a new run" (same model, data, settings and trainer: :class:`vit_explain.trainer.TrainingRun`) for
@@ -149,31 +150,55 @@ def concurrency(args) -> int:
         return f"{label}: median {statistics.median(values):.3f} s, p95 {p95:.3f} s, max {values[-1]:.3f} s (n={len(values)})"
 
     measure("warm-up")
-    # Alternate the two conditions, round after round, so that whatever else the machine does weighs
-    # on both alike; report each condition's pooled figures and their ratio.
+    # Alternate the conditions, round after round, so that whatever else the machine does weighs on
+    # all alike; report each condition's pooled figures and the ratio of medians. With --process a
+    # third condition runs the same training in another process (paused with SIGSTOP between its
+    # phases): what the CPU alone costs, without sharing this process's interpreter lock.
+    import signal
+    import subprocess
+
     run = quick_run(seconds=3600.0, max_steps=1_000_000)
-    alone = dict(rerun=[], upload=[])
-    busy = dict(rerun=[], upload=[])
+    results = {"without a run": dict(rerun=[], upload=[]), "while training": dict(rerun=[], upload=[])}
+    other = None
+    if args.process:
+        results["other process"] = dict(rerun=[], upload=[])
+        other = subprocess.Popen([sys.executable, __file__, "two-minutes", "--seconds", "100000", "--every", "100000"],
+                                 stdout=subprocess.DEVNULL)
+        time.sleep(5)
+        other.send_signal(signal.SIGSTOP)
     steps_during, seconds_during = 0, 0.0
-    for round_ in range(args.rounds):
-        for key, values in measure(f"alone{round_}").items():
-            alone[key] += values
-        run.start()  # resumes after the first round
-        while run.status().state != "running" or run.status().step < 5:
-            time.sleep(0.05)
-        step_before, t_before = run.status().step, time.perf_counter()
-        for key, values in measure(f"training{round_}").items():
-            busy[key] += values
-        steps_during += run.status().step - step_before
-        seconds_during += time.perf_counter() - t_before
-        run.stop()
+    try:
+        for round_ in range(args.rounds):
+            for key, values in measure(f"alone{round_}").items():
+                results["without a run"][key] += values
+            run.start()  # resumes after the first round
+            while run.status().state != "running" or run.status().step < 5:
+                time.sleep(0.05)
+            step_before, t_before = run.status().step, time.perf_counter()
+            for key, values in measure(f"training{round_}").items():
+                results["while training"][key] += values
+            steps_during += run.status().step - step_before
+            seconds_during += time.perf_counter() - t_before
+            run.stop()
+            if other is not None:
+                other.send_signal(signal.SIGCONT)
+                time.sleep(0.5)
+                for key, values in measure(f"process{round_}").items():
+                    results["other process"][key] += values
+                other.send_signal(signal.SIGSTOP)
+    finally:
+        if other is not None:
+            other.send_signal(signal.SIGCONT)
+            other.terminate()
+            other.wait()
     print(f"torch threads in this (server) thread: {torch.get_num_threads()}; training slots: {trainer.server_pool().slots}; "
-          f"{args.rounds} rounds, each: without a run, then with one")
+          f"{args.rounds} rounds of: " + ", ".join(results))
     print("self-attention page, random ViT-B/16 at 224 (budgets: rerun <= 0.3 s, first page after upload <= 2 s)")
+    base = results["without a run"]
     for key, label in (("rerun", "rerun after a layer/head change"), ("upload", "first page after an upload")):
-        print("  without a run   " + line(label, alone[key]))
-        print("  while training  " + line(label, busy[key]))
-        print(f"  ratio of medians (training / without): {statistics.median(busy[key]) / statistics.median(alone[key]):.2f}")
+        for name, got in results.items():
+            ratio = statistics.median(got[key]) / statistics.median(base[key])
+            print(f"  {name:15s} " + line(label, got[key]) + f"; x{ratio:.2f}")
     print(f"  the run meanwhile: {steps_during} steps in {seconds_during:.1f} s ({steps_during / seconds_during:.1f} steps/s)")
     return 0
 
@@ -190,6 +215,8 @@ def main(argv=None) -> int:
     con.add_argument("--changes", type=int, default=3, help="values per layer/head picker per round")
     con.add_argument("--uploads", type=int, default=1, help="uploads per round")
     con.add_argument("--rounds", type=int, default=4)
+    con.add_argument("--process", action="store_true",
+                     help="also measure with the same training in another process (the CPU's share alone)")
     args = parser.parse_args(argv)
     return two_minutes(args) if args.what == "two-minutes" else concurrency(args)
 

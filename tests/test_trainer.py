@@ -331,3 +331,20 @@ def test_default_slots_follow_the_environment(monkeypatch):
     import os
 
     assert trainer.default_slots() == max(1, (os.cpu_count() or 1) - 1)
+
+
+def test_runs_pause_while_pages_are_drawn_for_other_sessions():
+    run = make_run(data=FixedData(delay=0.005), max_steps=100_000)
+    run.start()
+    assert wait_for(lambda: run.status().step >= 3)
+    trainer.page_run_started()
+    time.sleep(0.1)  # the step in progress ends
+    before = run.status()
+    for _ in range(10):  # pages keep being drawn for a second
+        trainer.page_run_started()
+        time.sleep(0.1)
+    during = run.status()
+    assert during.step - before.step <= 1, (before.step, during.step)
+    assert during.seconds - before.seconds < 0.5  # pauses are not training time
+    assert wait_for(lambda: run.status().step >= during.step + 5)  # then it goes on
+    run.stop()

@@ -21,7 +21,9 @@ What keeps a shared server safe:
   dropped and the interval doubled) as the run goes; :func:`snapshot_bytes` states a snapshot's size;
 * **no orphans**: a run whose owner is gone (``alive()`` false and no :meth:`TrainingRun.heartbeat`
   for ``abandon_after_s`` seconds) stops by itself, frees its slot and its thread ends;
-* **failures** end the run with a message (:attr:`RunStatus.message`) and free the slot.
+* **failures** end the run with a message (:attr:`RunStatus.message`) and free the slot;
+* **other sessions first**: every page run of the app calls :func:`page_run_started`, and the runs
+  pause for :data:`GIVE_WAY_S` after it, so they train in the gaps between other students' reruns.
 """
 
 from __future__ import annotations
@@ -416,6 +418,26 @@ def checkpoint_zip(model: torch.nn.Module, folder: str = "vit-trained") -> bytes
 
 
 # ------------------------------------------------------------------------------------ the run
+#: After any page run starts on this server, training runs pause this long (other sessions come first).
+GIVE_WAY_S = 0.5
+_last_page_run = 0.0
+
+
+def page_run_started() -> None:
+    """Tell the training runs that a page is being drawn for someone: they pause for :data:`GIVE_WAY_S`.
+
+    The app calls it at the start of every page run (``ui.sidebar``), so a run gives the CPU to the
+    other sessions' reruns first and trains in the gaps between them.
+    """
+    global _last_page_run
+    _last_page_run = time.monotonic()
+
+
+def _give_way(stop: threading.Event) -> None:
+    while time.monotonic() - _last_page_run < GIVE_WAY_S and not stop.is_set():
+        time.sleep(0.02)
+
+
 #: torch's intra-op threads of the process at import (the server's default for its script threads).
 _DEFAULT_TORCH_THREADS = torch.get_num_threads()
 _THREADS_LOCK = threading.Lock()
@@ -590,8 +612,6 @@ class TrainingRun:
     def _train(self) -> None:
         s = self.settings
         torch.manual_seed(s.seed + self.step)
-        started = self._timer()  # called in the worker: thread_time counts this thread
-        seconds_before = self.seconds
         while True:
             if self._stop.is_set():
                 return self._end("stopped", "stopped", f"Stopped at step {self.step}.")
@@ -601,6 +621,8 @@ class TrainingRun:
                 return self._end("stopped", "steps", f"Reached the cap of {s.max_steps:,} steps.")
             if self.seconds >= s.max_seconds:
                 return self._end("stopped", "time", f"Reached the cap of {s.max_seconds:.0f} s of training.")
+            _give_way(self._stop)  # pauses do not count as training time
+            started = self._timer()  # called in the worker: thread_time counts this thread
             pixel_values, labels = self.data.batch(self.step, s.batch_size, s.seed)
             with self._lock:
                 for group in self.optimizer.param_groups:
@@ -610,12 +632,13 @@ class TrainingRun:
                 if not math.isfinite(loss):
                     raise FloatingPointError(f"the loss became {loss} at step {self.step}: try a smaller learning rate")
                 self.step += 1
-                self.seconds = seconds_before + self._timer() - started
                 self._steps.append(self.step)
                 self._loss.append(loss)
                 self._accuracy.append(accuracy)
             if self.step % self._snapshot_every == 0:
                 self._take_snapshot()
+            with self._lock:
+                self.seconds += self._timer() - started
 
     def _end(self, state: str, reason: str, message: str) -> None:
         if not self._snapshots or self._snapshots[-1].step != self.step:

@@ -768,6 +768,9 @@ def sidebar() -> Run | None:
     """
     _leave_folder_mode()
     st.set_page_config(**PAGE_CONFIG)  # also here: AppTest runs a switched-to page without app.py
+    from .trainer import page_run_started
+
+    page_run_started()  # background training runs (the Training page) pause while pages are drawn
     _collect_garbage_now_and_then()
     st.sidebar.html(_PAGE_CSS)
     st.sidebar.html(_CLOSE_SIDEBAR_AFTER_NAVIGATION_JS, unsafe_allow_javascript=True)

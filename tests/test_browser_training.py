@@ -81,11 +81,15 @@ def test_train_watch_stop_scrub_and_explore(server, shots_dir):
             _wait_text(page, r"Training: step [\d,]+")
             page.wait_for_selector('[data-testid="stPlotlyChart"]')
             _wait_text(page, r"Where the CLS token looks at step [1-9]")
+            expected = ("Training curves", "Where the CLS token looks", "Top-5 for the probe",
+                        "Position-embedding similarity", "Patch-embedding filters")
+            deadline = time.time() + 60  # the charts are drawn one after another
+            while time.time() < deadline and not all(any(e in t for t in _chart_titles(page)) for e in expected):
+                page.wait_for_timeout(250)
             first_step = _step_shown(page)
             first_titles = _chart_titles(page)
-            for expected in ("Training curves", "Where the CLS token looks", "Top-5 for the probe",
-                             "Position-embedding similarity", "Patch-embedding filters"):
-                assert any(expected in t for t in first_titles), (expected, first_titles)
+            for title in expected:
+                assert any(title in t for t in first_titles), (title, first_titles)
             page.wait_for_timeout(4000)  # the page polls about once a second: the numbers move on their own
             later_step = _step_shown(page)
             assert later_step > first_step, (first_step, later_step)
@@ -162,12 +166,13 @@ def test_closing_the_tab_stops_the_run(server):
             page.get_by_role("button", name="Start a new run").click()
             _wait_text(page, r"Training: step [1-9]")
             busy = _cpu_seconds_over(process, 3.0)
-            assert busy > 1.0, busy  # about one core: the run trains
+            assert busy > 0.3, busy  # the run trains (up to one core; less on a busy machine)
             page.close()  # the tab goes; the browser (and its other tabs) stay
+            limit = min(0.15, busy / 3)  # an idle server uses a few hundredths of a second
             deadline = time.time() + 90
             idle = busy
-            while time.time() < deadline and idle > 0.3:
+            while time.time() < deadline and idle > limit:
                 idle = _cpu_seconds_over(process, 3.0)
-            assert idle <= 0.3, f"the server still used {idle:.2f} s of CPU in 3 s after the tab closed"
+            assert idle <= limit, f"the server still used {idle:.2f} s of CPU in 3 s after the tab closed ({busy:.2f} s while training)"
         finally:
             browser.close()

@@ -474,13 +474,15 @@ def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Ngin
 def describe_model(args) -> str:
     if args.model == "random-b16":
         return "random weights, ViT-B/16 (224 px, patch 16, 12 layers x 12 heads, D 768)"
-    import logging
+    import ast
 
-    logging.getLogger("streamlit").setLevel(logging.ERROR)  # no "No runtime found" warnings from the import
-    from vit_explain.ui import BUNDLED_MODELS, MODELS_DIR
-
-    for name in BUNDLED_MODELS:
-        if (MODELS_DIR / name / "config.json").is_file():
+    # The order of vit_explain.ui.BUNDLED_MODELS, read from the source: importing ui outside a Streamlit
+    # server prints a warning per cache.
+    tree = ast.parse((ROOT / "vit_explain" / "ui.py").read_text())
+    names = next(ast.literal_eval(node.value) for node in tree.body
+                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "BUNDLED_MODELS")
+    for name in names:
+        if (ROOT / "assets" / "models" / name / "config.json").is_file():
             return f"the app's default: bundled:{name} (assets/models/{name})"
     return "the app's default: random weights (no bundled model found)"
 

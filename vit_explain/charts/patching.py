@@ -165,36 +165,51 @@ def patch_zoom_figure(patch: np.ndarray, title: str, height: int = 330) -> go.Fi
     return style(fig, title, height=height, x_title=f"x in the patch (0 to {p - 1})", y_title="y in the patch")
 
 
+def _step_area(x: np.ndarray, y: np.ndarray, name: str, colour: str, hovertemplate: str) -> go.Scatter:
+    """Bars without gaps, drawn as one filled step line (one SVG path, however many entries)."""
+    return go.Scatter(x=x, y=y, name=name, mode="lines", line=dict(shape="hvh", width=0.6, color=colour),
+                      fill="tozeroy", fillcolor=colour, hovertemplate=hovertemplate)
+
+
 def pixel_vector_figure(vector: np.ndarray, num_channels: int, patch_size: int, title: str,
                         height: int = 330) -> go.Figure:
-    """A patch's raw pixel vector (length C*P*P, order (c, p1, p2)) as bars, coloured by channel."""
+    """A patch's raw pixel vector (length C*P*P, order (c, p1, p2)), one filled step per entry, coloured by channel.
+
+    Drawn like bars without gaps, but as one filled step line per channel: 768 separate bars (ViT-B/16)
+    cost the browser about 0.1 s of CPU more to draw (benchmarks/browser_cost.py --per-figure).
+    """
     v = f32(vector)
     per = patch_size * patch_size
     fig = go.Figure()
     for c in range(num_channels):
         name = CHANNEL_NAMES[c] if num_channels == 3 else f"channel {c}"
         colour = CHANNEL_COLOURS[c % 3] if num_channels == 3 else "#7f7f7f"
-        fig.add_trace(go.Bar(x=np.arange(c * per, (c + 1) * per, dtype=np.int32), y=v[c * per:(c + 1) * per],
-                             name=name, marker_color=colour, marker_line_width=0,
-                             hovertemplate=f"{name}, entry %{{x}}: %{{y:.3f}}<extra></extra>"))
-    fig.update_layout(bargap=0, legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
+        fig.add_trace(_step_area(np.arange(c * per, (c + 1) * per, dtype=np.int32), v[c * per:(c + 1) * per], name,
+                                 colour, f"{name}, entry %{{x}}: %{{y:.3f}}<extra></extra>"))
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
     return style(fig, title, height=height, x_title=f"entry of the flattened patch (0 to {v.size - 1})",
                  y_title="pixel value (normalised)")
 
 
 def embedding_vector_figure(conv_out: np.ndarray, linear_out: np.ndarray | None, title: str,
                             height: int = 330) -> go.Figure:
-    """A patch's embedding (length D) as bars; the same vector computed as W·x + b as dots on top."""
+    """A patch's embedding (length D) as filled steps; the same vector computed as W·x + b traced on top.
+
+    The check is drawn as dots while there are few dimensions and as a line along the tops of the
+    steps beyond 200 (768 separate dots and bars cost the browser about 0.15 s of CPU more to draw).
+    """
     conv_out = f32(conv_out)
     d = conv_out.size
     x = np.arange(d, dtype=np.int32)
-    fig = go.Figure(go.Bar(x=x, y=conv_out, name="Conv2d output (the model)", marker_color="#4a90c2",
-                           marker_line_width=0, hovertemplate="dimension %{x}: %{y:.4f}<extra>conv</extra>"))
+    fig = go.Figure(_step_area(x, conv_out, "Conv2d output (the model)", "#4a90c2",
+                               "dimension %{x}: %{y:.4f}<extra>conv</extra>"))
     if linear_out is not None:
-        fig.add_trace(go.Scatter(x=x, y=f32(linear_out), mode="markers", name="W · patch + b (one matrix product)",
-                                 marker=dict(size=3 if d > 200 else 5, color="#ff7f0e"),
+        many = d > 200
+        fig.add_trace(go.Scatter(x=x, y=f32(linear_out), mode="lines" if many else "markers",
+                                 name="W · patch + b (one matrix product)", marker=dict(size=5, color="#ff7f0e"),
+                                 line=dict(color="#ff7f0e", width=1.2, shape="hvh"),
                                  hovertemplate="dimension %{x}: %{y:.4f}<extra>W·x+b</extra>"))
-    fig.update_layout(bargap=0, legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, x=1, xanchor="right"))
     return style(fig, title, height=height, x_title=f"hidden dimension (0 to {d - 1})", y_title="value")
 
 

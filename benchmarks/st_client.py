@@ -104,6 +104,9 @@ def _current(inner, options: list) -> str:
     """The option a select_slider or selectbox shows (its value if set, else its default index)."""
     if not options:
         return ""
+    raw = [str(v) for v in getattr(inner, "raw_value", [])]  # a value set through st.session_state
+    if raw and raw[0] in [str(o) for o in options]:
+        return raw[0]
     for name in ("value", "default"):
         values = getattr(inner, name, None)
         try:

@@ -458,7 +458,8 @@ def run_level(n: int, args, replicas: list[Replica], entry_url: str, nginx: Ngin
         "max_s": max(latencies) if latencies else float("nan"), "by_kind": by_kind,
         "errors": errors, "isolation_mismatches": mismatches, "isolation_checked": len(latencies) - unchecked,
         "isolation_unchecked": unchecked,
-        "server_cpu_s": server_cpu, "server_cores_used": server_cpu / wall, "nginx_cpu_s": nginx_cpu, "client_cpu_s": client_cpu,
+        "server_cpu_s": server_cpu, "server_cores_used": server_cpu / wall, "nginx_cpu_s": nginx_cpu,
+        "server_cpu_per_interaction_s": server_cpu / max(1, len(latencies)), "client_cpu_s": client_cpu,
         "client_cores_used": client_cpu / wall_all,
         "other_processes_cpu_s": others_cpu, "other_processes_cores_used": others_cpu / wall_all,
         "server_peak_rss_mb": [p / 2**20 for p in sampler.peaks],
@@ -502,6 +503,8 @@ def print_level(level: dict, budget: float) -> None:
           f"+ browsers) CPU {level['client_cpu_s']:.1f} s = {level['client_cores_used']:.2f} cores; peak RSS per replica "
           f"{', '.join(f'{m:.0f} MB' for m in level['server_peak_rss_mb'])}; {level['script_runs']} script runs, "
           f"thread CPU p50 {level['script_run_thread_cpu_p50_s']:.3f} s")
+    print(f"    server CPU per interaction {level['server_cpu_per_interaction_s']:.3f} s: one core keeps up with about "
+          f"{1 / max(level['server_cpu_per_interaction_s'], 1e-9):.0f} interactions/s")
     print(f"    other processes on this machine meanwhile: {level['other_processes_cpu_s']:.1f} s CPU = "
           f"{level['other_processes_cores_used']:.2f} cores (should be near 0 for a clean measurement)")
     b = level["browser_page_ready"]

@@ -588,6 +588,7 @@ def main() -> int:
         for n in levels:
             level = run_level(n, args, replicas, entry, nginx, prints, client_cores, folder)
             level["reference_errors"] = ref_errors
+            level["reference_kinds"] = sorted({step.split(":", 2)[2].split()[0] for _, step in prints})
             results.append(level)
             print_level(level, budget)
     finally:

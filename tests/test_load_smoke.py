@@ -10,6 +10,8 @@ and that the affinity check does catch a balancer without affinity), never timin
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -27,16 +29,23 @@ CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.slow
 
 
-def run_load_test(tmp_path: Path, *options: str, timeout: float = 300) -> tuple[int, dict, str]:
+def run_load_test(tmp_path: Path, *options: str, timeout: float = 600) -> tuple[int, dict, str]:
+    """Run the load test; on a timeout stop it with SIGTERM, so that it stops its servers too."""
     report = tmp_path / "load.json"
-    done = subprocess.run(
+    every = ",".join(str(i) for i in range(os.cpu_count() or 1))  # no pinning: a smoke run measures nothing
+    proc = subprocess.Popen(
         [sys.executable, str(LOAD_TEST), "--think", "0.2", "--pages", "attention,", "--timeout", "60",
-         "--json", str(report), *options],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+         "--server-cores", every, "--client-cores", every, "--json", str(report), *options],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
-    output = done.stdout + done.stderr
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the load test did not finish in {timeout:.0f} s:\n{output[-3000:]}")
     assert report.exists(), f"no report written:\n{output[-3000:]}"
-    return done.returncode, json.loads(report.read_text()), output
+    return proc.returncode, json.loads(report.read_text()), output
 
 
 def test_students_on_one_server_see_only_their_own_pages(tmp_path):
@@ -47,9 +56,12 @@ def test_students_on_one_server_see_only_their_own_pages(tmp_path):
     assert level["errors"] == [] and level["reference_errors"] == []
     assert level["isolation_mismatches"] == []
     # every interaction was compared with the same step of the same student alone
-    assert level["interactions"] >= 2 * 4  # open, upload, then pages, sliders and clicks
+    # alone, each student went the whole round: page, slider, patch click (how far the crowd gets in a
+    # few seconds depends on the machine's speed, so only the first steps are required there)
+    assert {"open", "upload", "page", "slider", "click"} <= set(level["reference_kinds"])
+    assert {"open", "upload"} <= set(level["by_kind"])
+    assert level["interactions"] >= 2 * 2
     assert level["isolation_checked"] == level["interactions"]
-    assert {"open", "upload", "page", "slider", "click"} <= set(level["by_kind"])
     assert level["server_cpu_s"] > 0 and level["server_peak_rss_mb"][0] > 50
     if browsers == "1":
         steps = [s["step"] for s in level["browser_page_ready"]["steps"]]

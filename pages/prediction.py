@@ -422,7 +422,8 @@ def checkpoints_table(run) -> None:
                 lines.append(f"| `{repo}` | ViTForImageClassification | no (dropped) | {info.num_labels} classes, on the normed CLS token |")
             else:
                 lines.append(f"| `{repo}` | ViTModel | **trained** (dense + tanh) | none |")
-        lines.append("| bundled shapes model | ViTForImageClassification | no | shape classes, on the normed CLS token |")
+        lines.append("| bundled CIFAR-10 model | ViTForImageClassification | no | 10 CIFAR-10 classes, on the normed CLS token |")
+        lines.append("| bundled shapes model | ViTForImageClassification | no | 8 shape classes, on the normed CLS token |")
         lines.append("| random weights | ViTForImageClassification | no | 10 untrained classes |")
         st.markdown("\n".join(lines))
         here = ("a pooler" if run.has_pooler else "no pooler") + " and " + ("a classifier" if _has_head(run) else "no classifier")

@@ -1,7 +1,7 @@
 """How well does a trained model survive the app's architecture sliders? Accuracy after resampling.
 
     python benchmarks/resample_accuracy.py                                   # the shapes model
-    python benchmarks/resample_accuracy.py --model assets/models/cifar10 \\
+    python benchmarks/resample_accuracy.py --model assets/models/vit-cifar10 \\
         --data ../shared/data/cifar10-jpeg.tar.gz --per-class 200           # the CIFAR-10 model
 
 Every row rebuilds the model with :func:`vit_explain.weights.resample`, exactly as the app does

@@ -1,4 +1,4 @@
-"""The shipped CIFAR-10 model (assets/models/cifar10): the files, parity with transformers, its accuracy
+"""The shipped CIFAR-10 model (assets/models/vit-cifar10): the files, parity with transformers, its accuracy
 on CIFAR-10 test pictures, the default sample, and the app opening on it.
 
 The accuracy check reads a few hundred test pictures from the CIFAR-10 archive in ../shared/data
@@ -18,12 +18,12 @@ from vit_explain.preprocess import load_image, to_pixel_values
 from vit_explain.weights import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR = ROOT / "assets" / "models" / "cifar10"
+MODEL_DIR = ROOT / "assets" / "models" / "vit-cifar10"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 #: What the model's README states for the whole test split (evaluation.json); the subset check allows for sampling.
 STATED = json.loads((MODEL_DIR / "evaluation.json").read_text())["top1"] if (MODEL_DIR / "evaluation.json").is_file() else None
 
-needs_model = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(), reason="assets/models/cifar10 is not there")
+needs_model = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(), reason="assets/models/vit-cifar10 is not there")
 
 
 def _cifar_archive() -> Path | None:
@@ -108,7 +108,7 @@ def test_the_app_opens_on_the_cifar10_model_and_the_cat():
     at = AppTest.from_file(APP, default_timeout=240)
     at.run()
     assert not at.exception, [e.value for e in at.exception]
-    assert at.sidebar.selectbox(key="w:model_choice").value == "bundled:cifar10"
+    assert at.sidebar.selectbox(key="w:model_choice").value == "bundled:vit-cifar10"
     text = " ".join(m.value for m in at.markdown)
     assert "trained here on photos of 32 x 32 pixels from CIFAR-10" in text
     assert "forced into one of these 10" in text
@@ -120,7 +120,7 @@ def test_the_app_opens_on_the_cifar10_model_and_the_cat():
 
 def test_knowledge_sentences():
     labels = dict(enumerate(CLASSES))
-    text = knowledge_sentence(labels, image_size=32, bundled="cifar10")
+    text = knowledge_sentence(labels, image_size=32, bundled="vit-cifar10")
     assert "32 x 32" in text and "airplane, automobile" in text and "ship and truck" in text and "10" in text
     shapes = knowledge_sentence({0: "circle", 1: "ring"}, image_size=64, bundled="shapes")
     assert "drawn shape" in shapes and "circle and ring" in shapes
@@ -134,7 +134,7 @@ def test_photo_meets_shapes_warning():
     assert outside_training_warning("shapes", "chelsea.jpg") is not None
     assert "never a photo" in outside_training_warning("shapes", "my_upload.png")
     assert outside_training_warning("shapes", "synthetic_star.png") is None
-    assert outside_training_warning("cifar10", "chelsea.jpg") is None
+    assert outside_training_warning("vit-cifar10", "chelsea.jpg") is None
     assert outside_training_warning(None, "chelsea.jpg") is None
 
 

@@ -14,7 +14,7 @@ __all__ = ["knowledge_sentence", "outside_training_warning", "list_names"]
 
 #: What the project's own bundled models were trained on (see assets/models/<name>/README.md).
 BUNDLED_DATA = {
-    "cifar10": "photos of {size} x {size} pixels from CIFAR-10",
+    "vit-cifar10": "photos of {size} x {size} pixels from CIFAR-10",
     "shapes": "synthetic pictures of {size} x {size} pixels, one drawn shape on a cluttered background",
 }
 

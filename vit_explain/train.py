@@ -1,7 +1,7 @@
 """Train (and check) the small ViTs that ship with the app: on synthetic shapes, or on real pictures.
 
     python -m vit_explain.train --recipe shapes                       # -> assets/models/shapes
-    python -m vit_explain.train --recipe cifar10 --data PATH          # -> assets/models/cifar10
+    python -m vit_explain.train --recipe cifar10 --data PATH          # -> assets/models/vit-cifar10
     python -m vit_explain.train --data my_pictures/ --out my_model    # any ImageFolder folder or tar
     python -m vit_explain.train --evaluate assets/models/shapes
 
@@ -560,7 +560,7 @@ RECIPES: dict[str, dict] = {
     # CIFAR; this one is narrower to fit a 2-core CPU budget) with the standard crop + flip
     # augmentation, label smoothing 0.1, AdamW, linear warm-up then cosine decay to zero.
     "cifar10": dict(
-        out="assets/models/cifar10", data="../shared/data/cifar10-jpeg.tar.gz", epochs=15, batch_size=128, lr=1e-3,
+        out="assets/models/vit-cifar10", data="../shared/data/cifar10-jpeg.tar.gz", epochs=15, batch_size=128, lr=1e-3,
         weight_decay=0.05, warmup_epochs=2.0, label_smoothing=0.1, image_size=32, patch_size=4, hidden_size=192,
         layers=6, heads=3, intermediate_size=384, threads=0,
     ),

@@ -68,7 +68,7 @@ PAGES = [
 #: The models trained by this project and shipped in assets/models/<name>/, in the order offered
 #: (the first one present is the default): source "bundled:<name>" -> (menu label, what it is).
 BUNDLED_MODELS = {
-    "cifar10": ("CIFAR-10 photos model (trained here, offline)", "the bundled CIFAR-10 model (assets/models/cifar10)"),
+    "vit-cifar10": ("CIFAR-10 photos model (trained here, offline)", "the bundled CIFAR-10 model (assets/models/vit-cifar10)"),
     "shapes": ("Synthetic shapes model (trained here, offline)", "the bundled shapes model (assets/models/shapes)"),
 }
 BUNDLED = "bundled:"
@@ -949,7 +949,7 @@ def plot(fig, key: str | None = None, **kwargs):
 
 
 def bundled_name(source: str) -> str | None:
-    """"cifar10" for the source "bundled:cifar10" (None for any other kind of weights)."""
+    """"vit-cifar10" for the source "bundled:vit-cifar10" (None for any other kind of weights)."""
     return source[len(BUNDLED):] if source.startswith(BUNDLED) else None
 
 

@@ -160,12 +160,24 @@ def _fresh(config):
 
 def test_command_line_writes_a_checkpoint_transformers_reads(data_tar, tmp_path, capsys):
     out = tmp_path / "model"
-    code = main([
+    threads = torch.get_num_threads()  # the command sets torch's process-wide thread count: put it back after
+    try:
+        code = _run_main(out, data_tar)
+    finally:
+        torch.set_num_threads(threads)
+    assert code == 0
+    _check_outputs(out, tmp_path, capsys)
+
+
+def _run_main(out, data_tar):
+    return main([
         "--recipe", "cifar10", "--data", str(data_tar), "--out", str(out), "--epochs", "2", "--image-size", "16",
         "--patch-size", "4", "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
         "--batch-size", "64", "--threads", "1", "--log-every", "2",
     ])
-    assert code == 0
+
+
+def _check_outputs(out, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ETA" in printed and "held-out top-1 on all 64 pictures" in printed
     names = {p.name for p in out.iterdir()}

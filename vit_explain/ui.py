@@ -40,7 +40,6 @@ from .pipeline import (
     attention_memory_bytes,
     check_token_budget,
     display_image,
-    enlarge,
     run_core,
     run_layer,
 )
@@ -829,7 +828,7 @@ def sidebar() -> Run | None:
     std = spec.image_std if spec is not None else (0.5, 0.5, 0.5)
     image = display_image(core["pixel_values"], mean, std)
     size = model.config.image_size
-    slot.image(enlarge(image, 140), width=140,  # small pictures as crisp squares, not a browser blur
+    slot.image(image, width=140,
                caption=f"{picture.name}, as the model sees it ({size} x {size}) · "
                        + ("your upload" if picture.origin == "upload" else "sample picture"))
     if picture.note:

@@ -51,8 +51,6 @@ def test_the_page_before_a_run_states_its_limits(page):
     assert not at.get("plotly_chart")  # nothing to draw yet
 
 
-@pytest.mark.xfail(reason="timing: on an idle machine, inside the whole suite, the tiny run reached the page's 3,000-step "
-                   "cap (57 s) before the test stopped it; the same flow runs in tests/test_browser_training.py", strict=False)
 def test_start_update_stop_scrub_and_explore(page):
     at = page
     at.button(key="train:start_button").click().run()
@@ -101,8 +99,6 @@ def test_start_update_stop_scrub_and_explore(page):
     assert at.title[0].value.startswith("3")
 
 
-@pytest.mark.xfail(reason="timing: on an idle machine, inside the whole suite, the tiny run reached the page's 3,000-step "
-                   "cap (57 s) before the test stopped it; the same flow runs in tests/test_browser_training.py", strict=False)
 def test_resume_continues_the_same_run(page):
     at = page
     at.button(key="train:start_button").click().run()

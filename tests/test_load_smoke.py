@@ -9,6 +9,7 @@ and that the affinity check does catch a balancer without affinity), never timin
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -18,8 +19,12 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("locust")
-pytest.importorskip("websocket")
+# Only look for the load test's libraries: importing locust here would let gevent monkey-patch this
+# whole pytest process (every threading.Thread after it a greenlet on one OS thread), which broke the
+# trainer's one-torch-thread test. The load test runs them in its own processes.
+for _needed in ("locust", "websocket"):
+    if importlib.util.find_spec(_needed) is None:
+        pytest.skip(f"{_needed} is not installed", allow_module_level=True)
 
 ROOT = Path(__file__).resolve().parent.parent
 LOAD_TEST = ROOT / "benchmarks" / "load_test.py"

@@ -180,3 +180,28 @@ def test_the_trace_download_says_the_layer_numbering():
     assert "Layer i is encoder.layer[i], counted from 0 to 3" in readme
     assert "hidden_states[0] is the embeddings" in readme and "hidden_states[i + 1] is the stream after layer i" in readme
     assert saved["hidden_states"].shape == (5, 5, 32)  # the arrays themselves are unchanged
+
+
+def test_the_download_is_made_on_the_click_from_the_pictures_trace():
+    """The download button gets a callable that holds the picture's bytes, not the trace (Streamlit keeps a
+    download's callable for the session's life); called, it gives the same arrays as the forward pass."""
+    import functools
+
+    from vit_explain import ViTConfig
+    from vit_explain.preprocess import image_digest
+
+    config = ViTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       intermediate_size=64, num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
+    picture = png(5)
+    config_json = ui._config_json(config)
+    digest = image_digest(picture)
+    core = ui._core_trace(digest, ui.RANDOM, config_json, picture)
+    run = ui.Run(image_name="p.png", digest=digest, source=ui.RANDOM, model=None, config=config, trained=False,
+                 core=core, image=np.zeros((32, 32, 3), np.uint8), picture_data=picture)
+    clicked = ui.trace_download(run)
+    assert isinstance(clicked, functools.partial) and not any(isinstance(a, dict) for a in clicked.args)  # no trace
+    saved = np.load(io.BytesIO(clicked()))
+    assert set(saved.files) == set(core) | {"README"}
+    for name, array in core.items():
+        np.testing.assert_array_equal(saved[name], array, err_msg=name)
+    assert saved["attentions"].shape == (2, 2, 5, 5)

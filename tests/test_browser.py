@@ -454,3 +454,30 @@ def test_a_deep_link_as_the_servers_first_visit_gets_the_apps_navigation(tmp_pat
             _screenshot(page, shots_dir / "deep_link_attention.png")
         finally:
             page.close()
+
+
+def test_the_trace_download_gives_the_pictures_trace(server, browser, tmp_path):
+    """The download button's file is made on the click (the session keeps no copy of the trace for it):
+    a real .npz of the uploaded picture's forward pass, with its README, at the model's sizes."""
+    photo = tmp_path / "download_me.jpg"
+    photo.write_bytes(_photo_bytes())
+    page = _open(browser, server, 1366)
+    try:
+        _upload(page, photo)
+        page.get_by_text("download_me.jpg, as the model sees it").first.wait_for()
+        button = page.get_by_role("button", name="Download this trace (.npz)").first
+        button.scroll_into_view_if_needed()
+        with page.expect_download(timeout=120_000) as info:
+            button.click()
+        saved = tmp_path / "trace.npz"
+        info.value.save_as(saved)
+        _no_exception(page, "after the download")
+        trace = np.load(saved)
+        assert "Layer i is encoder.layer[i]" in str(trace["README"])
+        hidden, attentions = trace["hidden_states"], trace["attentions"]
+        layers, heads, tokens = attentions.shape[0], attentions.shape[1], attentions.shape[2]
+        assert hidden.shape[0] == layers + 1 and hidden.shape[1] == tokens and heads >= 1
+        np.testing.assert_allclose(attentions.sum(-1), 1.0, atol=1e-4)  # softmax rows of a real forward pass
+        assert np.abs(hidden[0]).sum() > 0 and not np.allclose(hidden[0], hidden[-1])
+    finally:
+        page.context.close()

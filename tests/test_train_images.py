@@ -204,3 +204,31 @@ def _check_outputs(out, tmp_path, capsys):
     with torch.no_grad():
         assert torch.allclose(ours(x_ours).logits, theirs(x_theirs).logits, atol=1e-5)
     assert theirs.config.id2label == {0: "blue", 1: "red"}
+
+
+def test_bf16_autocasts_the_products_keeps_float32_weights_and_still_learns(data_dir):
+    from vit_explain import ViTForImageClassification
+    from vit_explain.train import make_optimizer, train_step
+
+    data = load_image_folder(data_dir)
+    config = _tiny_config()
+    model = _fresh(config)
+    seen = []
+    model.vit.encoder.layer[0].intermediate.dense.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    y = torch.tensor([0, 1] * 4)
+    optimizer = make_optimizer(model)
+    for precision in ("bf16", "fp32"):
+        loss, _ = train_step(model, optimizer, x, y, precision=precision)
+        assert np.isfinite(loss)
+    assert seen == [torch.bfloat16, torch.float32]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        train_step(model, optimizer, x, y, precision="fp16")
+    with pytest.raises(ValueError, match="precision"):
+        train_images(config, data, epochs=1, precision="half", log=lambda _: None)
+
+    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu", eval_n=0, log=lambda _: None)
+    model, _ = train_images(config, data, precision="bf16", **kwargs)
+    assert isinstance(model, ViTForImageClassification)
+    assert evaluate_split(model, data.test, 2)["top1"] >= 0.85

@@ -158,10 +158,17 @@ def train_step(
     *,
     label_smoothing: float = 0.0,
     clip_norm: float | None = 1.0,
+    precision: str = "fp32",
 ) -> tuple[float, float]:
-    """One optimiser step on a batch; returns (loss, accuracy) measured before the update."""
+    """One optimiser step on a batch; returns (loss, accuracy) measured before the update.
+
+    ``precision="bf16"`` runs the forward pass under autocast to bfloat16 (matrix products in
+    bfloat16, accumulated in float32; the weights, the optimiser state and the loss stay float32).
+    """
     model.train()
-    logits = model(pixel_values).logits
+    with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=_use_bf16(precision)):
+        logits = model(pixel_values).logits
+    logits = logits.float()
     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -170,6 +177,15 @@ def train_step(
     optimizer.step()
     accuracy = (logits.detach().argmax(-1) == labels).float().mean().item()
     return loss.item(), accuracy
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def _use_bf16(precision: str) -> bool:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    return precision == "bf16"
 
 
 def clutter_at(step: int, total_steps: int, curriculum: float) -> float:
@@ -352,6 +368,7 @@ def train_images(
     log: Callable[[str], None] = print,
     log_every: int = 50,
     stop_after_epochs: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[ViTForImageClassification, list[dict]]:
     """Train a fresh ViT on an :class:`~vit_explain.imagefolder.ImageDataset`; returns it (eval mode) and per-epoch records.
 
@@ -360,7 +377,12 @@ def train_images(
     the model, optimiser and history are saved there after every epoch, and a run started again
     with the same arguments resumes from it (the result equals an uninterrupted run's on CPU).
     ``stop_after_epochs`` ends the call early (the state is saved), as an interruption would.
+    ``precision`` as in :func:`train_step` (on this project's 2-core CPU, which has AVX-512 BF16 and AMX,
+    bf16 trained 1.08 x as many pictures a second as fp32 at the CIFAR recipe's width 192 and 1.25 x at
+    width 256: much of a small ViT's time is outside the matrix products). Held-out checks and the final
+    evaluation always run in float32, as the app does.
     """
+    _use_bf16(precision)  # refuse an unknown precision before any work
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)
@@ -388,7 +410,7 @@ def train_images(
         f"{config.num_attention_heads} heads, MLP {config.intermediate_size}, {config.grid_size}x{config.grid_size} "
         f"patches of {config.patch_size}px; data: {len(data.train):,} training / {len(data.test):,} held-out pictures, "
         f"{len(data.classes)} classes; {epochs} epochs x {steps_per_epoch} steps of {batch_size}, peak lr {lr}, "
-        f"device {device}, {torch.get_num_threads()} threads, seed {seed}"
+        f"device {device}, {precision}, {torch.get_num_threads()} threads, seed {seed}"
     )
     progress = Progress(total_steps, every=log_every, log=log, start_step=first_epoch * steps_per_epoch)
     eval_subset = None
@@ -409,7 +431,8 @@ def train_images(
             labels = torch.from_numpy(data.train.labels[index]).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, lr, warmup, floor=0.0)
-            loss, acc = train_step(model, optimizer, pixel_values, labels, label_smoothing=label_smoothing)
+            loss, acc = train_step(model, optimizer, pixel_values, labels, label_smoothing=label_smoothing,
+                                   precision=precision)
             run_loss, run_acc, run_n = run_loss + loss, run_acc + acc, run_n + 1
             progress.update(step + 1, f"epoch {epoch + 1}/{epochs}  loss {run_loss / run_n:.4f}  train acc {run_acc / run_n:.3f}")
         record = dict(
@@ -560,9 +583,9 @@ RECIPES: dict[str, dict] = {
     # CIFAR; this one is narrower to fit a 2-core CPU budget) with the standard crop + flip
     # augmentation, label smoothing 0.1, AdamW, linear warm-up then cosine decay to zero.
     "cifar10": dict(
-        out="assets/models/vit-cifar10", data="../shared/data/cifar10-jpeg.tar.gz", epochs=15, batch_size=128, lr=1e-3,
+        out="assets/models/vit-cifar10", data="../shared/data/cifar10-jpeg.tar.gz", epochs=34, batch_size=128, lr=1e-3,
         weight_decay=0.05, warmup_epochs=2.0, label_smoothing=0.1, image_size=32, patch_size=4, hidden_size=192,
-        layers=6, heads=3, intermediate_size=384, threads=0,
+        layers=6, heads=3, intermediate_size=384, threads=0, precision="bf16",
     ),
 }
 
@@ -590,7 +613,7 @@ def _main_images(args, log: Callable[[str], None]) -> int:
         config, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, seed=args.seed,
         state_path=out / "train_state.pt", device=args.device, log=log, log_every=args.log_every,
-        stop_after_epochs=args.stop_after_epochs,
+        stop_after_epochs=args.stop_after_epochs, precision=args.precision,
     )
     if len(history) < args.epochs:
         log(f"stopped after epoch {len(history)} of {args.epochs}; run the same command again to resume")
@@ -644,6 +667,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=250, help="shapes: quick check on 256 images (0: never)")
     parser.add_argument("--eval-n", type=int, default=1000)
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="pictures: bf16 autocasts the forward pass (weights stay float32); default: the recipe's")
     parser.add_argument(
         "--threads",
         type=int,

@@ -142,6 +142,7 @@ class Run:
     core: dict[str, np.ndarray]
     image: np.ndarray  # uint8 [S, S, 3]: the picture the model saw (resized, de-normalised)
     image_origin: str = "sample"  # "sample" or "upload"
+    picture_data: bytes = b""  # the picture's file (the session holds it anyway): lets a download rebuild the trace
 
     @property
     def config_json(self) -> str:
@@ -166,9 +167,21 @@ class Run:
     def npz_bytes(self) -> bytes:
         """The core trace as a compressed ``.npz`` file (for the download buttons), with a ``README`` entry
         that says how its arrays are indexed (the app's one layer numbering)."""
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, README=np.array(trace_readme(self.config)), **self.core)
-        return buffer.getvalue()
+        return trace_npz(self.core, self.config)
+
+
+def trace_npz(core: dict[str, np.ndarray], config: ViTConfig) -> bytes:
+    """A core trace as a compressed ``.npz`` file with its ``README`` entry."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, README=np.array(trace_readme(config)), **core)
+    return buffer.getvalue()
+
+
+def _trace_file(digest: str, source: str, config_json: str, picture_data: bytes) -> bytes:
+    """The download's bytes, made when the button is clicked, from the cached forward pass (run again if it
+    has left the cache). Streamlit keeps a download's callable for the session's life: this one holds only
+    the picture's bytes (which the session holds anyway), not the trace (tens of MB at ViT-B/16)."""
+    return trace_npz(_core_trace(digest, source, config_json, picture_data), _config_from_json(config_json))
 
 
 def trace_readme(config: ViTConfig) -> str:
@@ -834,7 +847,8 @@ def sidebar() -> Run | None:
     if picture.note:
         slot.caption(picture.note)
     return Run(image_name=picture.name, digest=digest, source=source, model=model, config=model.config,
-               trained=source != RANDOM, core=core, image=image, image_origin=picture.origin)
+               trained=source != RANDOM, core=core, image=image, image_origin=picture.origin,
+               picture_data=picture.data)
 
 
 def _count(n: int, noun: str) -> str:
@@ -886,9 +900,17 @@ def show_source(*objects: Any, label: str = "The real source code of this stage"
             st.code(_source_of(obj), language="python")
 
 
+def trace_download(run: Run) -> Callable[[], bytes]:
+    """What a trace download button calls on the click: from the picture's bytes when the run has them
+    (the session keeps no copy of the trace for the button), else from the run's own trace."""
+    if run.picture_data:
+        return functools.partial(_trace_file, run.digest, run.source, run.config_json, run.picture_data)
+    return run.npz_bytes
+
+
 def download_trace(run: Run, key: str) -> None:
     st.download_button(
-        "Download this trace (.npz)", data=run.npz_bytes, file_name=f"vit-trace-{run.digest[:12]}.npz",
+        "Download this trace (.npz)", data=trace_download(run), file_name=f"vit-trace-{run.digest[:12]}.npz",
         mime="application/octet-stream", key=key, icon=":material/download:",
         help="Every stage-level tensor of this forward pass as float32 numpy arrays (np.load reads it).",
         on_click="ignore",

@@ -70,13 +70,15 @@ def _unwrap_state_dict(obj: Any, what: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path, what: str | None = None) -> dict[str, Any]:
+    """A JSON object from ``path``; anything else is a CheckpointError that names the file (or ``what``)."""
+    what = what or path.name
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path.name} is not valid JSON: {exc}") from exc
+        raise CheckpointError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict):
-        raise CheckpointError(f"{path.name} should hold a JSON object, found {type(data).__name__}.")
+        raise CheckpointError(f"{what} should hold a JSON object, found {type(data).__name__}.")
     return data
 
 

@@ -21,6 +21,7 @@ from .common import (
     HubUnreachableError,
     ProgressFn,
 )
+from .files import _read_json
 
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}")
 _TRUE = {"1", "true", "yes", "on"}
@@ -208,12 +209,4 @@ def _progress_bar_class(on_bytes: Callable[[int], None]) -> type:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"The repository's config.json is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError("The repository's config.json does not hold a JSON object.")
-    return data
+    return _read_json(path, "The repository's config.json")

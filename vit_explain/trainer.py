@@ -453,10 +453,7 @@ def _one_torch_thread_here() -> None:
     process-wide value back at once; this thread keeps its own setting.
     """
     with _THREADS_LOCK:
-        # torch sets a thread's OpenMP count from the process-wide value when the thread first runs a parallel
-        # loop; make that happen now, or the first training step would take the restored value back
-        torch.get_num_threads()
-        torch.ones(1 << 17).add_(1)
+        torch.get_num_threads()  # torch sets a thread up on its first use: do that now, not after the restore
         torch.set_num_threads(1)
         if _DEFAULT_TORCH_THREADS != 1:
             restore = threading.Thread(target=torch.set_num_threads, args=(_DEFAULT_TORCH_THREADS,),

@@ -2,9 +2,10 @@
 
 Top to bottom: what attention does, the live shapes, the einops lines and the real source; the
 layer/head pickers; click a patch to see where every head looks from it; one head's Q, K, V;
-its scores before and after the softmax; what CLS looks at; how focused each head is; the output
-projection (ViTSelfOutput). Changing the layer, the head or the query never reruns the model:
-the layer's taps come from ``run.layer`` (cached) and the pictures from the caches below.
+its scores before and after the softmax; what CLS looks at; then two closed sections, drawn only
+when opened: how focused each head is, and the output projection (ViTSelfOutput). Changing the
+layer, the head or the query never reruns the model: the layer's taps come from ``run.layer``
+(cached) and the pictures from the caches below.
 """
 
 import json
@@ -235,53 +236,63 @@ else:
                "turned them into scratch space. Models with registers (facebook/dinov2-with-registers-small) get "
                "spare tokens for that job, and their share moves there instead.")
 
-st.header("How focused is each head?")
-entropy, distance, uniform = head_stats(run.digest, run.source, run.config_json, layer, g, P, probs)
-left, right = st.columns(2)
-with left:
-    ui.plot(charts.entropy_bars(entropy, T, f"Attention entropy per head, layer {layer}", chosen=head),
-            key="attn:entropy")
-    st.caption(f"Entropy of each attention row, averaged over the {T} queries. log {T} = {np.log(T):.2f} means "
-               "the weight is spread evenly over all tokens; 0 means each query looks at one token only.")
-with right:
-    ui.plot(charts.distance_bars(distance, uniform, f"Mean attention distance per head, layer {layer}", chosen=head),
-            key="attn:distance")
-    st.caption("How far, in pixels, a patch looks on average (weights times distances between patch centres; "
-               "the ViT paper's Figure 7). Small: local, like a convolution; near the dashed line: global. "
-               "The Layer stack page shows every layer at once.")
-if not run.trained:
-    st.info("These are random weights: every score is close to 0, so every head spreads its attention almost "
-            "evenly. Choose trained weights in the sidebar to see heads that focus.", icon=":material/casino:")
 
-st.header("The output projection (ViTSelfOutput)")
-shares, rebuilt = head_shares(run.digest, run.source, run.config_json, layer, taps["context"], run.model)
-st.markdown(
-    f"The heads' outputs sit side by side in `context` [{T}, {D}]. The `dense` layer of ViTSelfOutput "
-    f"(a {D} x {D} matrix plus a bias) mixes them into `attention_output` [{T}, {D}]: every output number "
-    f"draws on all {H} heads. Splitting its weight matrix into the heads' column blocks writes the output "
-    f"as a sum of one term per head (plus the bias); the heatmap shows how big each head's term is per token."
-)
-left, right = st.columns(2)
-with left:
-    norms = {"x after layernorm_before (input)": np.linalg.norm(taps["layernorm_before"], axis=-1),
-             "context (heads merged)": np.linalg.norm(taps["context"], axis=-1),
-             "attention_output (after dense)": np.linalg.norm(taps["attention_output"], axis=-1)}
-    ui.plot(charts.token_norm_lines(norms, f"Token sizes before and after the projection, layer {layer}"),
-            key="attn:norms")
-with right:
-    ui.plot(charts.contribution_heatmap(shares, f"Size of each head's share of attention_output, layer {layer}"),
-            key="attn:shares")
-stream = np.linalg.norm(run.core["hidden_states"][layer], axis=-1).mean()
-update = np.linalg.norm(taps["attention_output"], axis=-1).mean()
-st.markdown(
-    f"**Then the residual.** ViTAttention hands `attention_output` back to ViTLayer, which *adds* it to the "
-    f"layer's input (the un-normalised x, not the layernorm output): `x = x + attention_output`. Here the "
-    f"update is on average {update:.2f} long against {stream:.2f} for the tokens it is added to "
-    f"({update / max(stream, 1e-12):.0%}), so attention nudges the residual stream rather than replacing it. "
-    "The MLP and Layer stack pages follow the stream from there."
-)
-st.caption(f"Check: the per-head terms plus the bias rebuild attention_output to within "
-           f"{float(np.abs(rebuilt - taps['attention_output']).max()):.1e}.")
+def head_focus() -> None:
+    """Entropy and mean distance of every head of the chosen layer."""
+    entropy, distance, uniform = head_stats(run.digest, run.source, run.config_json, layer, g, P, probs)
+    left, right = st.columns(2)
+    with left:
+        ui.plot(charts.entropy_bars(entropy, T, f"Attention entropy per head, layer {layer}", chosen=head),
+                key="attn:entropy")
+        st.caption(f"Entropy of each attention row, averaged over the {T} queries. log {T} = {np.log(T):.2f} means "
+                   "the weight is spread evenly over all tokens; 0 means each query looks at one token only.")
+    with right:
+        ui.plot(charts.distance_bars(distance, uniform, f"Mean attention distance per head, layer {layer}", chosen=head),
+                key="attn:distance")
+        st.caption("How far, in pixels, a patch looks on average (weights times distances between patch centres; "
+                   "the ViT paper's Figure 7). Small: local, like a convolution; near the dashed line: global. "
+                   "The Layer stack page shows every layer at once.")
+    if not run.trained:
+        st.info("These are random weights: every score is close to 0, so every head spreads its attention almost "
+                "evenly. Choose trained weights in the sidebar to see heads that focus.", icon=":material/casino:")
+
+
+def output_projection() -> None:
+    """ViTSelfOutput: the dense layer that mixes the heads, split into one term per head; then the residual."""
+    shares, rebuilt = head_shares(run.digest, run.source, run.config_json, layer, taps["context"], run.model)
+    st.markdown(
+        f"The heads' outputs sit side by side in `context` [{T}, {D}]. The `dense` layer of ViTSelfOutput "
+        f"(a {D} x {D} matrix plus a bias) mixes them into `attention_output` [{T}, {D}]: every output number "
+        f"draws on all {H} heads. Splitting its weight matrix into the heads' column blocks writes the output "
+        f"as a sum of one term per head (plus the bias); the heatmap shows how big each head's term is per token."
+    )
+    left, right = st.columns(2)
+    with left:
+        norms = {"x after layernorm_before (input)": np.linalg.norm(taps["layernorm_before"], axis=-1),
+                 "context (heads merged)": np.linalg.norm(taps["context"], axis=-1),
+                 "attention_output (after dense)": np.linalg.norm(taps["attention_output"], axis=-1)}
+        ui.plot(charts.token_norm_lines(norms, f"Token sizes before and after the projection, layer {layer}"),
+                key="attn:norms")
+    with right:
+        ui.plot(charts.contribution_heatmap(shares, f"Size of each head's share of attention_output, layer {layer}"),
+                key="attn:shares")
+    stream = np.linalg.norm(run.core["hidden_states"][layer], axis=-1).mean()
+    update = np.linalg.norm(taps["attention_output"], axis=-1).mean()
+    st.markdown(
+        f"**Then the residual.** ViTAttention hands `attention_output` back to ViTLayer, which *adds* it to the "
+        f"layer's input (the un-normalised x, not the layernorm output): `x = x + attention_output`. Here the "
+        f"update is on average {update:.2f} long against {stream:.2f} for the tokens it is added to "
+        f"({update / max(stream, 1e-12):.0%}), so attention nudges the residual stream rather than replacing it. "
+        "The MLP and Layer stack pages follow the stream from there."
+    )
+    st.caption(f"Check: the per-head terms plus the bias rebuild attention_output to within "
+               f"{float(np.abs(rebuilt - taps['attention_output']).max()):.1e}.")
+
+
+ui.lazy_section("How focused is each head?", "attn:open_focus", head_focus,
+                what="entropy and mean attention distance of every head of this layer")
+ui.lazy_section("The output projection (ViTSelfOutput)", "attn:open_projection", output_projection,
+                what="how the dense layer mixes the heads back together, and the residual add")
 
 ui.download_trace(run, key="attn:download")
 ui.next_stage(PAGE)

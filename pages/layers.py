@@ -179,19 +179,24 @@ def cls_view():
 
 cls_view()
 
-# ---- Figure 7 (right) and entropy
-st.subheader("Local and global heads")
-left, right = st.columns(2)
-with left:
-    ui.plot(charts.attention_distance_figure(d["distance"], uniform_px=d["uniform_px"]), key="layers:distance")
-    st.caption("For each head: how far, in pixels, a patch looks on average (weighting each key patch's distance by "
-               "its attention). The ViT paper found early layers mix local heads (low dots) and global ones (high "
-               "dots), while later layers are almost all global. Random weights give nearly uniform attention: "
-               "every dot near the dashed line.")
-with right:
-    ui.plot(charts.entropy_figure(d["entropy"], T), key="layers:entropy")
-    st.caption("Entropy measures how spread out a head's attention is: dark heads focus on a few tokens, bright "
-               "heads spread over everything. It tells the same story as the distance plot without looking at geometry.")
+# ---- Figure 7 (right) and entropy, drawn when opened
+def heads_section() -> None:
+    """Mean attention distance and entropy of every head of every layer."""
+    left, right = st.columns(2)
+    with left:
+        ui.plot(charts.attention_distance_figure(d["distance"], uniform_px=d["uniform_px"]), key="layers:distance")
+        st.caption("For each head: how far, in pixels, a patch looks on average (weighting each key patch's distance by "
+                   "its attention). The ViT paper found early layers mix local heads (low dots) and global ones (high "
+                   "dots), while later layers are almost all global. Random weights give nearly uniform attention: "
+                   "every dot near the dashed line.")
+    with right:
+        ui.plot(charts.entropy_figure(d["entropy"], T), key="layers:entropy")
+        st.caption("Entropy measures how spread out a head's attention is: dark heads focus on a few tokens, bright "
+                   "heads spread over everything. It tells the same story as the distance plot without looking at geometry.")
+
+
+ui.lazy_section("Local and global heads", "layers:open_heads", heads_section,
+                what="how far and how widely every head of every layer looks")
 
 
 # ---- attention rollout (interactive part reruns alone)
@@ -221,7 +226,6 @@ rollout_view()
 # ---- token PCA (interactive part reruns alone)
 @st.fragment
 def pca_view():
-    st.subheader("Token PCA: what the model groups together")
     if not 0 <= st.session_state.get("layers:pca_layer", L) <= L:
         st.session_state["layers:pca_layer"] = L
     st.session_state.setdefault("layers:pca_layer", L)
@@ -237,7 +241,8 @@ def pca_view():
                "the pixels; in deeper layers of a trained model it follows objects and parts.")
 
 
-pca_view()
+ui.lazy_section("Token PCA: what the model groups together", "layers:open_pca", pca_view,
+                what="the patch tokens of any layer, coloured by their three main directions")
 
 ui.download_trace(run, key="layers:download")
 ui.next_stage(PAGE)

@@ -107,27 +107,32 @@ def patch_explorer() -> None:
 
 patch_explorer()
 
-st.subheader("What the filters look for")
-st.markdown(
-    f"Each of the {D} rows of W is a little {P} x {P} colour picture (a *filter*): the embedding's number is "
-    f"large when the patch looks like that picture. The {D} filters are too many to look at, so we find the few "
-    "patterns they are mostly made of (principal components), as in Figure 7 (left) of the original ViT paper "
-    "(Dosovitskiy et al., 2021). "
-    + ("These weights are **random**: the components look like noise, and each explains about the same small "
-       "share, because nothing has been learned." if not run.trained else
-       "A **trained** model's first components are smooth: blobs, colour contrasts and stripes of rising "
-       "frequency, much like the basis pictures that image compression uses. A few of them explain most of the variety.")
-)
-weight, _ = projection(run.model)
-components, ratios = filter_pca(run.source, run.config_json, weight, k=28)
-left, right = st.columns([3, 2], gap="medium")
-with left:
-    pca_figure = charts.filter_pca_figure(components, ratios)
-    ui.plot(pca_figure, key="patch:pca")
-with right:
-    ui.plot(charts.variance_figure(ratios, height=pca_figure.layout.height), key="patch:variance")
-st.caption(f"The first {len(ratios)} components together explain {float(ratios.sum()):.0%} of how the filters differ. "
-           "Each tile is scaled to the full brightness range on its own; a component's sign is arbitrary.")
+def filters_section() -> None:
+    """The principal components of the patch filters (the rows of W), as in the ViT paper's Figure 7."""
+    st.markdown(
+        f"Each of the {D} rows of W is a little {P} x {P} colour picture (a *filter*): the embedding's number is "
+        f"large when the patch looks like that picture. The {D} filters are too many to look at, so we find the few "
+        "patterns they are mostly made of (principal components), as in Figure 7 (left) of the original ViT paper "
+        "(Dosovitskiy et al., 2021). "
+        + ("These weights are **random**: the components look like noise, and each explains about the same small "
+           "share, because nothing has been learned." if not run.trained else
+           "A **trained** model's first components are smooth: blobs, colour contrasts and stripes of rising "
+           "frequency, much like the basis pictures that image compression uses. A few of them explain most of the variety.")
+    )
+    weight, _ = projection(run.model)
+    components, ratios = filter_pca(run.source, run.config_json, weight, k=28)
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        pca_figure = charts.filter_pca_figure(components, ratios)
+        ui.plot(pca_figure, key="patch:pca")
+    with right:
+        ui.plot(charts.variance_figure(ratios, height=pca_figure.layout.height), key="patch:variance")
+    st.caption(f"The first {len(ratios)} components together explain {float(ratios.sum()):.0%} of how the filters differ. "
+               "Each tile is scaled to the full brightness range on its own; a component's sign is arbitrary.")
+
+
+ui.lazy_section("What the filters look for", "patch:open_filters", filters_section,
+                what="the few patterns the model's patch filters are mostly made of")
 
 ui.show_source(vit.PatchEmbeddings)
 ui.download_trace(run, key="patch:download")

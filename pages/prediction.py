@@ -270,7 +270,6 @@ def head_section(run) -> list[tuple[str, float]] | None:
 
 
 def logit_lens_section(run, k: int) -> None:
-    st.header("Logit lens: when does the answer appear?")
     if not _has_head(run):
         st.markdown("The logit lens needs a classifier; this model has none.")
         return
@@ -362,7 +361,6 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 @st.fragment
 def side_by_side_section(run) -> None:
-    st.header("Attention, rollout and occlusion, side by side")
     c = run.config
     g = c.grid_size
     head = _has_head(run)
@@ -451,9 +449,12 @@ ui.show_source(ViTPooler, ViTForImageClassification, ViTModel.forward)
 final_norm_section(run)
 pooler_section(run)
 top = head_section(run)
-logit_lens_section(run, len(top) if top else 1)
+ui.lazy_section("Logit lens: when does the answer appear?", "pred:open_lens",
+                lambda: logit_lens_section(run, len(top) if top else 1),
+                what="the classifier applied to the CLS token after every layer")
 occlusion_section(run)
-side_by_side_section(run)
+ui.lazy_section("Attention, rollout and occlusion, side by side", "pred:open_side",
+                lambda: side_by_side_section(run), what="three answers to which patches mattered, on one scale")
 checkpoints_table(run)
 
 ui.download_trace(run, key="pred:download")

@@ -27,3 +27,31 @@ def open_app(model: str = "random", *, upload: tuple[str, bytes, str] | None = N
         at.switch_page(page).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def closed_sections(at: AppTest) -> list[str]:
+    """Keys of the page's closed lazy sections (``ui.lazy_section``: their contents are not computed yet)."""
+    keys = []
+    for expander in at.expander:
+        key = expander.proto.id.split("-", 2)[-1] if expander.proto.id.startswith("$$ID-") else ""
+        if ":open_" not in key:
+            continue  # an ordinary expander (its contents are always there)
+        if key in at.session_state and at.session_state[key]:
+            continue  # open already
+        keys.append(key)
+    return keys
+
+
+def open_sections(at: AppTest, *, required: bool = True) -> AppTest:
+    """Open every closed lazy section of the current page, as a student's clicks would, and run
+    (``required``: the page must have one)."""
+    keys = closed_sections(at)
+    assert keys or not required, "this page has no closed section to open"
+    if not keys:
+        return at
+    for key in keys:
+        at.session_state[key] = True
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not closed_sections(at)
+    return at

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from app_helpers import open_app
+from app_helpers import closed_sections, open_app, open_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "pages/attention.py"
@@ -72,14 +72,28 @@ def test_page_at_vit_b16_defaults(vit_b):
     assert 'rearrange(x, "b t (h d) -> b h t d", h=12)' in text or "b t (h d) -> b h t d" in at.code[0].value
     assert any("b h i d, b h j d -> b h i j" in c.value for c in at.code)
     titles = _titles(at)
-    assert len(titles) == 12, titles
+    assert len(titles) == 8, titles
     for part in ("Click a patch", "where each head looks from query patch 105 (row 7, col 7)", "Q, K and V",
                  "Scores q·kᵀ/√d", "Attention = softmax(scores)", "attention of the CLS token",
-                 "Attention entropy per head", "Mean attention distance per head", "head's share",
                  "where the CLS token's attention goes"):
         assert any(part in t for t in titles), part
+    # the two last sections are closed, and nothing of theirs is computed or sent until they are opened
+    lazy = ("Attention entropy per head", "Mean attention distance per head", "Token sizes before and after",
+            "head's share")
+    assert not any(part in t for t in titles for part in lazy), titles
+    assert closed_sections(at) == ["attn:open_focus", "attn:open_projection"]
     # a page's figures stay well under 2 MB at ViT-B/16
     assert _payload(at) < 1_600_000, _payload(at)
+    open_sections(at)  # what a click on each expander does
+    opened = _titles(at)
+    assert len(opened) == 12, opened
+    for part in lazy:
+        assert any(part in t for t in opened), part
+    assert "12 heads" in _text(at) and "rebuild attention_output to within" in _text(at)
+    at.session_state["attn:open_focus"] = False
+    at.session_state["attn:open_projection"] = False
+    at.run()
+    assert len(_titles(at)) == 8
     # the sidebar kept its state through the page switch
     assert at.sidebar.selectbox(key="w:model_choice").value == "random"
     assert at.sidebar.select_slider(key="w:patch_size").value == 16
@@ -149,6 +163,8 @@ def test_tiny_model_one_head_one_layer_uploaded_image():
     assert "`[1, 5, 64]`" in text and "`[1, 1, 5, 64]`" in text and "`[1, 1, 5, 5]`" in text
     assert "the only one" in text  # one layer, one head: no sliders to move
     assert len(at.get("select_slider")) == len(at.sidebar.select_slider)
+    assert len(_titles(at)) == 8
+    open_sections(at)
     assert len(_titles(at)) == 12
     assert "query patch 3 (row 1, col 1)" in _title_with(at, "where each head looks")
     at.number_input(key="attn:query_input").set_value(0).run()

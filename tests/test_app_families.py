@@ -12,7 +12,7 @@ import io
 import pytest
 from PIL import Image
 
-from app_helpers import open_app
+from app_helpers import open_app, open_sections
 
 transformers = pytest.importorskip("transformers")
 
@@ -46,6 +46,7 @@ def test_every_page_runs_on_the_family(tmp_path, family):
     at = open_app("local", local_path=str(folder), upload=("p.png", png(), "image/png"))
     for page in PAGES:
         at.switch_page(page).run()
+        open_sections(at, required=False)  # what the closed sections draw must work on the family too
         assert not at.exception, (page, [e.value for e in at.exception])
         errors = [e.value for e in at.error]
         assert not errors, (page, errors)
@@ -116,5 +117,6 @@ def test_a_dinov2_trained_at_518_px_runs_at_its_224_px_crop_in_the_app(tmp_path)
 
 
 def test_the_prediction_page_says_a_distilled_deit_averages_two_heads(tmp_path):
-    at = open_app("local", local_path=str(checkpoint("distilled_deit", tmp_path / "d")), page="pages/prediction.py")
+    at = open_sections(open_app("local", local_path=str(checkpoint("distilled_deit", tmp_path / "d")),
+                                page="pages/prediction.py"))
     assert any("average of two heads" in c.value and "distillation_classifier" in c.value for c in at.caption)

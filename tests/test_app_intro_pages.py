@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from app_helpers import open_app
+from app_helpers import closed_sections, open_app, open_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,6 +95,11 @@ def test_patching_at_vit_b16(vit_b):
     for shape in ("`[1, 3, 224, 224]`", "`[1, 196, 768]`"):
         assert shape in text
     assert any('"b c (h p1) (w p2) -> b (h w) (c p1 p2)", p1=16, p2=16' in c.value for c in at.code)
+    titles = _titles(at)
+    assert len(titles) == 5, titles  # the filters' section is closed: nothing of it is drawn yet
+    assert closed_sections(at) == ["patch:open_filters"]
+    assert not any("Principal components" in t for t in titles)
+    open_sections(at)
     titles = _titles(at)
     assert len(titles) == 7, titles
     for part in ("patch grid", "The 196 patches, pulled apart", "Patch 105 enlarged", "768 pixel values",

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import open_app
+from app_helpers import closed_sections, open_app, open_sections
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -85,6 +85,10 @@ def test_both_pages_at_vit_b16_with_an_uploaded_photo():
     text = markdown(at)
     assert "`[13, 1, 197, 768]`" in text and "`[12, 1, 12, 197, 197]`" in text
     names = titles(at)
+    assert len(names) == 5, names  # two sections closed: their figures are neither computed nor sent
+    assert closed_sections(at) == ["layers:open_heads", "layers:open_pca"]
+    open_sections(at)
+    names = titles(at)
     assert len(names) == 8, names
     for expected in ("The residual stream across depth", "How much each layer turns the tokens", "Token norms",
                      "Where CLS looks, layer by layer", "Mean attention distance per head",
@@ -131,6 +135,7 @@ def test_both_pages_on_a_tiny_config_and_pickers_clamp_when_layers_shrink():
     assert not at.exception, at.exception
     text = markdown(at)
     assert "`[1, 5, 32]`" in text and "`[4, 1, 5, 32]`" in text and "`[3, 1, 1, 5, 5]`" in text
+    open_sections(at)
     assert len(at.get("plotly_chart")) == 8
     at.select_slider(key="layers:pca_layer").set_value(3).run()
     assert not at.exception, at.exception
@@ -168,4 +173,6 @@ def test_both_pages_with_the_bundled_model():
     at.switch_page("pages/layers.py").run()
     assert not at.exception, at.exception
     assert at.sidebar.selectbox(key="w:model_choice").value == "bundled:shapes"
+    assert len(at.get("plotly_chart")) == 5
+    open_sections(at)
     assert len(at.get("plotly_chart")) == 8

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import open_app
+from app_helpers import closed_sections, open_app, open_sections
 
 from vit_explain import ViTConfig, ViTModel
 from vit_explain.weights import save_checkpoint
@@ -78,7 +78,7 @@ def small_random_app(**config) -> AppTest:
     at.run()
     at.switch_page(PAGE).run()
     assert not at.exception, at.exception
-    return at
+    return open_sections(at)
 
 
 def test_vit_b16_random_classifier_with_uploaded_photo():
@@ -94,6 +94,10 @@ def test_vit_b16_random_classifier_with_uploaded_photo():
     assert "no pooler" in " ".join(i.value for i in at.info)  # ViTForImageClassification drops it
     assert "This model has no pooler." in text
 
+    # the logit lens and the side-by-side maps are closed sections: not computed, not sent, until opened
+    assert closed_sections(at) == ["pred:open_lens", "pred:open_side"]
+    assert not any(t.startswith(("Logit lens", "Three explanations")) for t in charts(at))
+    open_sections(at)
     figs = charts(at)
     for start in ("The CLS token before and after", "Every token, before and after", "Top 5 logits",
                   "Top 5 after softmax", "Logit lens", "Click patches to hide them (0 hidden)",
@@ -190,7 +194,7 @@ def test_vit_model_with_pooler_from_a_local_folder(tmp_path):
         model.pooler.dense.weight.mul_(40)
     save_checkpoint(model, tmp_path / "vit-with-pooler")
 
-    at = open_app("local", local_path=tmp_path / "vit-with-pooler", page=PAGE)
+    at = open_sections(open_app("local", local_path=tmp_path / "vit-with-pooler", page=PAGE))
     assert at.sidebar.text_input(key="w:local_path").value == str(tmp_path / "vit-with-pooler")
 
     text = markdown(at)
@@ -238,7 +242,7 @@ def test_occlusion_sensitivity_behind_a_button_is_computed_once_and_kept():
 
 @pytest.mark.skipif(not (ROOT / "assets" / "models" / "shapes" / "config.json").is_file(), reason="the bundled model is not built yet")
 def test_bundled_model():
-    at = open_app("bundled:shapes", page=PAGE)
+    at = open_sections(open_app("bundled:shapes", page=PAGE))
     figs = charts(at)
     lens = title_with(figs, "Logit lens")["data"][0]
     assert decode(lens["z"]).shape[0] == at.session_state["num_layers"] + 1

@@ -313,6 +313,8 @@ def test_every_page_at_lecture_widths(server, browser, shots_dir, tmp_path, widt
             problems += [f"{title}: asset from another host: {u}" for u in _foreign_assets(page, server)]
             if path.endswith("attention.py"):
                 _click_a_patch_and_see_the_map_change(page, shots_dir, width)
+                _open_the_closed_sections(page, shots_dir, width)
+                problems += [f"{title}, sections opened: {p}" for p in figure_text_problems(page)]
         assert not problems, "\n".join(problems)
         assert not page.foreign, f"requests to other hosts: {page.foreign}"
         icons = page.evaluate("() => Array.from(document.querySelectorAll('link[rel~=icon]')).map(e => e.href)")
@@ -337,6 +339,21 @@ def _click_a_patch_and_see_the_map_change(page, shots_dir, width):
     after = _query_caption(page)
     _screenshot(page, shots_dir / f"attention-after-click-{width}.png")
     assert after and after != before, (before, after)
+
+
+def _open_the_closed_sections(page, shots_dir, width):
+    """The attention page's last two sections are closed; a click opens each and draws its two figures."""
+    charts = page.locator('[data-testid="stPlotlyChart"]')
+    before = charts.count()
+    for label in ("How focused is each head?", "The output projection (ViTSelfOutput)"):
+        summary = page.locator('[data-testid="stExpander"] summary', has_text=label)
+        summary.scroll_into_view_if_needed()
+        summary.click()
+        _wait_idle(page)
+        _no_exception(page, f"after opening {label!r}")
+    page.get_by_text("rebuild attention_output to within").first.wait_for()
+    _screenshot(page, shots_dir / f"attention-sections-opened-{width}.png")
+    assert charts.count() == before + 4, (before, charts.count())
 
 
 def test_choosing_a_sample_and_going_back_to_the_upload(server, browser, tmp_path):

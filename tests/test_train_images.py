@@ -232,3 +232,68 @@ def test_bf16_autocasts_the_products_keeps_float32_weights_and_still_learns(data
     model, _ = train_images(config, data, precision="bf16", **kwargs)
     assert isinstance(model, ViTForImageClassification)
     assert evaluate_split(model, data.test, 2)["top1"] >= 0.85
+
+
+# --------------------------------------------------------------------------- patch dropout
+
+
+def test_forward_keeping_every_patch_is_the_model_and_a_subset_is_those_tokens_alone():
+    from vit_explain.train import forward_keeping
+
+    config = _tiny_config()  # 16 px, patch 4: 16 patches
+    model = _fresh(config)
+    x = torch.rand(3, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        everything = forward_keeping(model, x, torch.arange(16).repeat(3, 1))
+        assert torch.allclose(everything, model(x).logits, atol=1e-6)
+        # keeping patches (2, 5, 9) of picture 0 = running the encoder on CLS and exactly those three tokens
+        keep = torch.tensor([[2, 5, 9], [0, 1, 15], [3, 4, 7]])
+        logits = forward_keeping(model, x, keep)
+        tokens = model.vit.embeddings(x[:1])
+        by_hand = model.vit.encoder(tokens[:, [0, 3, 6, 10]])[0]
+        by_hand = model.classifier(model.vit.layernorm(by_hand)[:, 0])
+        assert torch.allclose(logits[:1], by_hand, atol=1e-6)
+        assert not torch.allclose(logits, everything, atol=1e-3)  # fewer patches, other logits
+
+
+def test_patches_to_keep_draws_distinct_sorted_patches_per_picture():
+    from vit_explain.train import patches_to_keep
+
+    rng = np.random.default_rng(0)
+    keep = patches_to_keep(rng, 500, 64, 0.5)
+    assert keep.shape == (500, 32) and keep.dtype == torch.int64
+    rows = keep.numpy()
+    assert (np.diff(rows, axis=1) > 0).all() and rows.min() >= 0 and rows.max() <= 63
+    counts = np.bincount(rows.ravel(), minlength=64)  # every patch kept about half the time
+    assert counts.min() > 180 and counts.max() < 320, counts
+    assert len({tuple(r) for r in rows}) == 500
+    assert patches_to_keep(rng, 4, 64, 1.0) is None
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="fraction"):
+            patches_to_keep(rng, 4, 64, bad)
+
+
+def test_training_with_half_the_patches_learns_is_deterministic_and_ends_on_all_patches(data_dir, monkeypatch):
+    import vit_explain.train as train_module
+
+    data = load_image_folder(data_dir)
+    config = _tiny_config()
+    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu", eval_n=0, log=lambda _: None,
+                  keep_patches=0.5, full_epochs=1)
+    seen, original = [], train_module.train_step
+
+    def spy(*args, keep_patches=None, **kw):
+        seen.append(None if keep_patches is None else tuple(keep_patches.shape))
+        return original(*args, keep_patches=keep_patches, **kw)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    model, history = train_images(config, data, **kwargs)
+    steps = len(seen) // 6
+    assert set(seen[: 5 * steps]) == {(32, 8)} and set(seen[5 * steps :]) == {None}  # 8 of 16 patches, then all
+    assert history[-1]["loss"] < history[0]["loss"] - 0.1
+    assert evaluate_split(model, data.test, 2)["top1"] >= 0.85
+    again, _ = train_images(config, data, **kwargs)
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ValueError, match="fraction"):
+        train_images(config, data, epochs=1, keep_patches=0.0, log=lambda _: None)

@@ -50,6 +50,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from einops import repeat
 
 from . import ViTConfig, ViTForImageClassification
 from .synthetic import CLASS_NAMES, sample
@@ -159,15 +160,21 @@ def train_step(
     label_smoothing: float = 0.0,
     clip_norm: float | None = 1.0,
     precision: str = "fp32",
+    keep_patches: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     """One optimiser step on a batch; returns (loss, accuracy) measured before the update.
 
     ``precision="bf16"`` runs the forward pass under autocast to bfloat16 (matrix products in
     bfloat16, accumulated in float32; the weights, the optimiser state and the loss stay float32).
+    ``keep_patches`` (``[B, k]`` patch indices, see :func:`forward_keeping`) trains on only those
+    patch tokens of each picture.
     """
     model.train()
     with torch.autocast(pixel_values.device.type, dtype=torch.bfloat16, enabled=_use_bf16(precision)):
-        logits = model(pixel_values).logits
+        if keep_patches is None:
+            logits = model(pixel_values).logits
+        else:
+            logits = forward_keeping(model, pixel_values, keep_patches)
     logits = logits.float()
     loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
@@ -177,6 +184,37 @@ def train_step(
     optimizer.step()
     accuracy = (logits.detach().argmax(-1) == labels).float().mean().item()
     return loss.item(), accuracy
+
+
+def forward_keeping(model: ViTForImageClassification, pixel_values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Class logits from the CLS token when the encoder sees only some patch tokens of each picture.
+
+    "Patch dropout" (Liu et al. 2023, "PatchDropout: Economizing Vision Transformers Using Patch
+    Dropout"; FLIP, Li et al. 2023, masks CLIP's image tokens the same way): after the position
+    embeddings are added, each picture keeps the CLS token and the patches listed in its row of
+    ``keep`` (``[B, k]`` indices into the g*g patches). The encoder's cost falls with the token count,
+    so a training step is cheaper; the model itself is unchanged and sees every patch at test time.
+    """
+    if model.config.use_distillation_token or model.config.num_register_tokens or model.config.use_distillation_head:
+        raise ValueError("patch dropout is written for the classic ViT (CLS token only)")
+    tokens = model.vit.embeddings(pixel_values)  # [B, 1 + N, D]
+    patches = tokens[:, 1:]
+    index = repeat(keep.to(tokens.device), "b k -> b k d", d=tokens.shape[-1])
+    tokens = torch.cat([tokens[:, :1], patches.gather(1, index)], dim=1)  # [B, 1 + k, D]
+    x, _, _ = model.vit.encoder(tokens)
+    x = model.vit.layernorm(x)
+    return model.classifier(x[:, 0])  # [B, K]
+
+
+def patches_to_keep(rng: np.random.Generator, batch: int, num_patches: int, fraction: float) -> torch.Tensor | None:
+    """``[batch, k]`` sorted patch indices drawn without replacement per picture (None when all are kept)."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"the fraction of patches kept must be in (0, 1], not {fraction}")
+    k = max(1, round(fraction * num_patches))
+    if k >= num_patches:
+        return None
+    pick = np.sort(np.argsort(rng.random((batch, num_patches)), axis=1)[:, :k], axis=1)
+    return torch.from_numpy(pick)
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -369,6 +407,8 @@ def train_images(
     log_every: int = 50,
     stop_after_epochs: int | None = None,
     precision: str = "fp32",
+    keep_patches: float = 1.0,
+    full_epochs: int = 0,
 ) -> tuple[ViTForImageClassification, list[dict]]:
     """Train a fresh ViT on an :class:`~vit_explain.imagefolder.ImageDataset`; returns it (eval mode) and per-epoch records.
 
@@ -381,8 +421,12 @@ def train_images(
     bf16 trained 1.08 x as many pictures a second as fp32 at the CIFAR recipe's width 192 and 1.25 x at
     width 256: much of a small ViT's time is outside the matrix products). Held-out checks and the final
     evaluation always run in float32, as the app does.
+    ``keep_patches`` < 1 trains on that fraction of each picture's patch tokens, drawn afresh per
+    picture and step (:func:`forward_keeping`), except in the last ``full_epochs`` epochs, which see
+    every patch, as the test does.
     """
     _use_bf16(precision)  # refuse an unknown precision before any work
+    patches_to_keep(np.random.default_rng(0), 1, config.num_patches, keep_patches)  # refuse a bad fraction early
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)
@@ -411,6 +455,7 @@ def train_images(
         f"patches of {config.patch_size}px; data: {len(data.train):,} training / {len(data.test):,} held-out pictures, "
         f"{len(data.classes)} classes; {epochs} epochs x {steps_per_epoch} steps of {batch_size}, peak lr {lr}, "
         f"device {device}, {precision}, {torch.get_num_threads()} threads, seed {seed}"
+        + (f"; {keep_patches:.0%} of the patches kept in all but the last {full_epochs} epochs" if keep_patches < 1 else "")
     )
     progress = Progress(total_steps, every=log_every, log=log, start_step=first_epoch * steps_per_epoch)
     eval_subset = None
@@ -427,12 +472,15 @@ def train_images(
             step = epoch * steps_per_epoch + i
             index = order[i * batch_size : (i + 1) * batch_size]
             images = augment(data.train.images[index], aug_rng)
+            keep = None
+            if epoch < epochs - full_epochs:
+                keep = patches_to_keep(aug_rng, len(index), config.num_patches, keep_patches)
             pixel_values = images_to_pixel_values(images).to(device)
             labels = torch.from_numpy(data.train.labels[index]).to(device)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, lr, warmup, floor=0.0)
             loss, acc = train_step(model, optimizer, pixel_values, labels, label_smoothing=label_smoothing,
-                                   precision=precision)
+                                   precision=precision, keep_patches=keep)
             run_loss, run_acc, run_n = run_loss + loss, run_acc + acc, run_n + 1
             progress.update(step + 1, f"epoch {epoch + 1}/{epochs}  loss {run_loss / run_n:.4f}  train acc {run_acc / run_n:.3f}")
         record = dict(
@@ -585,7 +633,7 @@ RECIPES: dict[str, dict] = {
     "cifar10": dict(
         out="assets/models/vit-cifar10", data="../shared/data/cifar10-jpeg.tar.gz", epochs=34, batch_size=128, lr=1e-3,
         weight_decay=0.05, warmup_epochs=2.0, label_smoothing=0.1, image_size=32, patch_size=4, hidden_size=192,
-        layers=6, heads=3, intermediate_size=384, threads=0, precision="bf16",
+        layers=6, heads=3, intermediate_size=384, threads=0, precision="bf16", keep_patches=1.0, full_epochs=0,
     ),
 }
 
@@ -613,7 +661,8 @@ def _main_images(args, log: Callable[[str], None]) -> int:
         config, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, seed=args.seed,
         state_path=out / "train_state.pt", device=args.device, log=log, log_every=args.log_every,
-        stop_after_epochs=args.stop_after_epochs, precision=args.precision,
+        stop_after_epochs=args.stop_after_epochs, precision=args.precision, keep_patches=args.keep_patches,
+        full_epochs=args.full_epochs,
     )
     if len(history) < args.epochs:
         log(f"stopped after epoch {len(history)} of {args.epochs}; run the same command again to resume")
@@ -669,6 +718,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when there is one)")
     parser.add_argument("--precision", choices=PRECISIONS, default=None,
                         help="pictures: bf16 autocasts the forward pass (weights stay float32); default: the recipe's")
+    parser.add_argument("--keep-patches", type=float, default=None,
+                        help="pictures: fraction of each picture's patch tokens a training step sees (patch dropout; "
+                             "1 = all); default: the recipe's")
+    parser.add_argument("--full-epochs", type=int, default=None,
+                        help="pictures: the last N epochs see every patch; default: the recipe's")
     parser.add_argument(
         "--threads",
         type=int,

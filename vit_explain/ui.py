@@ -900,6 +900,19 @@ def show_source(*objects: Any, label: str = "The real source code of this stage"
             st.code(_source_of(obj), language="python")
 
 
+def lazy_section(title: str, key: str, draw: Callable[[], None], *, what: str) -> None:
+    """A closed section (an expander with ``title``) whose contents ``draw`` computes only while it is open.
+
+    A page's last, optional sections go here, so the browser draws them only for a student who asks for
+    them: at ViT-B/16 every Plotly figure costs the browser tens of milliseconds of CPU on each visit.
+    ``what`` says in a few words what opening it shows (after the title, in the label).
+    """
+    box = st.expander(f"**{title}** · {what}", key=key, on_change="rerun", icon=":material/unfold_more:")
+    if box.open:
+        with box:
+            draw()
+
+
 def trace_download(run: Run) -> Callable[[], bytes]:
     """What a trace download button calls on the click: from the picture's bytes when the run has them
     (the session keeps no copy of the trace for the button), else from the run's own trace."""

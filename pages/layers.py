@@ -1,4 +1,8 @@
-"""Stage 5 · Layer stack: the same pre-norm block repeated L times on one residual stream, and what depth does."""
+"""Stage 5 · Layer stack: the same pre-norm block repeated L times on one residual stream, and what depth does.
+
+Top to bottom: the stream across depth, token norms, where CLS looks in every layer, then "Local and global
+heads" (closed: drawn when opened), attention rollout, and the token PCA (closed too).
+"""
 
 import numpy as np
 import streamlit as st

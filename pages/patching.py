@@ -1,4 +1,8 @@
-"""Stage 1, PatchEmbeddings: the picture cut into patches, each patch turned into one vector."""
+"""Stage 1, PatchEmbeddings: the picture cut into patches, each patch turned into one vector.
+
+Top to bottom: the picture cut into patches (click one), that patch from pixels to its embedding, then
+"What the filters look for" (a closed section, drawn when opened) and the real source.
+"""
 
 from functools import partial
 

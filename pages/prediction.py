@@ -2,9 +2,10 @@
 
 What the user sees, top to bottom: what this stage does and what THIS model has (pooler or
 classifier); the live shapes and the einops lines; the real source; the final layer norm; the
-pooler's tanh (models with a pooler); logits, softmax and top-k (classifiers); the logit lens;
-occlusion (click patches to hide them and watch the probabilities); attention vs rollout vs
-occlusion sensitivity on one colour scale; which checkpoints have a pooler; download; next stage.
+pooler's tanh (models with a pooler); logits, softmax and top-k (classifiers); the logit lens (a
+closed section, computed when opened); occlusion (click patches to hide them and watch the
+probabilities); attention vs rollout vs occlusion sensitivity on one colour scale (closed too);
+which checkpoints have a pooler; download; next stage.
 """
 
 from __future__ import annotations

@@ -905,8 +905,12 @@ def lazy_section(title: str, key: str, draw: Callable[[], None], *, what: str) -
 
     A page's last, optional sections go here, so the browser draws them only for a student who asks for
     them: at ViT-B/16 every Plotly figure costs the browser tens of milliseconds of CPU on each visit.
-    ``what`` says in a few words what opening it shows (after the title, in the label).
+    ``what`` says in a few words what opening it shows (after the title, in the label). ``key`` is
+    ``"<page>:open_<section>"`` (the tests find closed sections by it). A section is closed again when the
+    student comes back from another page (Streamlit forgets the state of widgets a page did not draw).
     """
+    if ":open_" not in key:
+        raise ValueError(f"a lazy section's key looks like 'page:open_name', not {key!r}")
     box = st.expander(f"**{title}** · {what}", key=key, on_change="rerun", icon=":material/unfold_more:")
     if box.open:
         with box:

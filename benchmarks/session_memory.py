@@ -24,24 +24,17 @@ from __future__ import annotations
 import argparse
 import collections
 import gc
-import io
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent)]
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests"), str(HERE.parent)]
 
-
-def _picture(seed: int) -> bytes:
-    import numpy as np
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)).save(buffer, format="JPEG")
-    return buffer.getvalue()
+#: Students' pictures from the load test's set, past its sample photos (one is the app's default sample,
+#: which the caches hold already): each student's picture is new to the server.
+FIRST_PICTURE = 100
 
 
 def _rss_mb() -> float:
@@ -61,13 +54,14 @@ def _cache_bytes() -> collections.Counter:
 def run(model: str, students: int, page: str, keep_alive: bool) -> list[dict]:
     from app_helpers import open_app
     from streamlit.runtime.caching import cache_data_api
+    from students import picture
 
     cache_data_api._data_caches.clear_all()
     gc.collect()
     alive, rows = [], []
     before = _cache_bytes()
     for student in range(students):
-        at = open_app(model, upload=(f"student{student}.jpg", _picture(student), "image/jpeg"), page=page)
+        at = open_app(model, upload=picture(FIRST_PICTURE + student), page=page)
         if keep_alive:
             alive.append(at)
         del at

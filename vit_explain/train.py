@@ -195,7 +195,7 @@ def forward_keeping(model: ViTForImageClassification, pixel_values: torch.Tensor
     ``keep`` (``[B, k]`` indices into the g*g patches). The encoder's cost falls with the token count,
     so a training step is cheaper; the model itself is unchanged and sees every patch at test time.
     """
-    if model.config.use_distillation_token or model.config.num_register_tokens or model.config.use_distillation_head:
+    if model.config.num_prefix_tokens != 1 or model.config.use_distillation_head:
         raise ValueError("patch dropout is written for the classic ViT (CLS token only)")
     tokens = model.vit.embeddings(pixel_values)  # [B, 1 + N, D]
     patches = tokens[:, 1:]
@@ -206,10 +206,14 @@ def forward_keeping(model: ViTForImageClassification, pixel_values: torch.Tensor
     return model.classifier(x[:, 0])  # [B, K]
 
 
-def patches_to_keep(rng: np.random.Generator, batch: int, num_patches: int, fraction: float) -> torch.Tensor | None:
-    """``[batch, k]`` sorted patch indices drawn without replacement per picture (None when all are kept)."""
+def _check_keep_fraction(fraction: float) -> None:
     if not 0 < fraction <= 1:
         raise ValueError(f"the fraction of patches kept must be in (0, 1], not {fraction}")
+
+
+def patches_to_keep(rng: np.random.Generator, batch: int, num_patches: int, fraction: float) -> torch.Tensor | None:
+    """``[batch, k]`` sorted patch indices drawn without replacement per picture (None when all are kept)."""
+    _check_keep_fraction(fraction)
     k = max(1, round(fraction * num_patches))
     if k >= num_patches:
         return None
@@ -426,7 +430,7 @@ def train_images(
     every patch, as the test does.
     """
     _use_bf16(precision)  # refuse an unknown precision before any work
-    patches_to_keep(np.random.default_rng(0), 1, config.num_patches, keep_patches)  # refuse a bad fraction early
+    _check_keep_fraction(keep_patches)  # refused before any work
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(seed)
     model = ViTForImageClassification(config)

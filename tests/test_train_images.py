@@ -297,3 +297,76 @@ def test_training_with_half_the_patches_learns_is_deterministic_and_ends_on_all_
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="fraction"):
         train_images(config, data, epochs=1, keep_patches=0.0, log=lambda _: None)
+
+
+# --------------------------------------------------------------------------- mimetic start, training kernel
+
+
+def _mean_self_and_neighbour_attention(model, x) -> tuple[float, float]:
+    """Mean attention a patch pays itself and its 4-neighbours, over all layers' heads, patches only."""
+    with torch.no_grad():
+        probs = torch.stack(model(x, output_attentions=True).attentions)  # [L, B, H, T, T]
+    patches = probs[..., 1:, 1:]
+    g = model.config.grid_size
+    rows, cols = np.divmod(np.arange(g * g), g)
+    near = torch.from_numpy((np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])) == 1)
+    return patches.diagonal(dim1=-2, dim2=-1).mean().item(), patches[..., near].mean().item()
+
+
+def test_mimetic_start_makes_attention_local_and_value_output_a_negative_identity():
+    from vit_explain.train import init_mimetic_attention, init_sincos_positions
+
+    config = default_config(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    normal = _fresh(config)
+    init_sincos_positions(normal, x)
+    mimetic = _fresh(config)
+    init_mimetic_attention(mimetic, seed=1)
+    init_sincos_positions(mimetic, x)
+    assert mimetic.state_dict().keys() == normal.state_dict().keys()  # same model, same checkpoint keys
+    uniform = 1 / (config.num_patches + 1)
+    self_normal, near_normal = _mean_self_and_neighbour_attention(normal, x)
+    self_mimetic, near_mimetic = _mean_self_and_neighbour_attention(mimetic, x)
+    assert abs(self_normal - uniform) < 0.2 * uniform  # from noise: about uniform attention
+    assert self_mimetic > 5 * uniform  # a token looks at itself most,
+    assert near_mimetic > 1.15 * near_normal  # and at its neighbours (alike in position) more than from noise
+    d = config.hidden_size
+    for layer in mimetic.vit.encoder.layer:
+        attn, out = layer.attention.attention, layer.attention.output.dense
+        vo = attn.value.weight.T @ out.weight.T  # what x W_v^T W_o^T multiplies x by
+        noise = vo + 0.4 * torch.eye(d)
+        assert abs(vo.diagonal().mean().item() + 0.4) < 0.05
+        assert 0.8 < noise.std().item() * d**0.5 / 0.4 < 1.2  # 0.4 Z, Z of entries N(0, 1/d)
+        for h in range(config.num_attention_heads):  # each head's q-k product: rank head_dim, mostly its diagonal
+            rows = slice(h * config.head_dim, (h + 1) * config.head_dim)
+            qk = attn.query.weight[rows].T @ attn.key.weight[rows]
+            assert torch.linalg.matrix_rank(qk).item() == config.head_dim
+            assert qk.diagonal().mean().item() > 3 * (qk - torch.diag(qk.diagonal())).abs().mean().item()
+        assert all(b.abs().max() == 0 for b in (attn.query.bias, attn.key.bias, attn.value.bias, out.bias))
+    again = _fresh(config)
+    init_mimetic_attention(again, seed=1)
+    init_sincos_positions(again, x)
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), mimetic.state_dict().values()))
+
+
+def test_training_steps_use_the_plain_attention_kernel_on_cpu_with_the_same_numbers():
+    from torch.profiler import ProfilerActivity, profile
+
+    from vit_explain.train import make_optimizer, train_step
+
+    config = _tiny_config()
+    x = torch.rand(8, 3, 16, 16) * 2 - 1
+    y = torch.tensor([0, 1] * 4)
+    ours, reference = _fresh(config), _fresh(config)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:  # lr 0: the step leaves its gradients to compare
+        loss, _ = train_step(ours, torch.optim.SGD(ours.parameters(), lr=0.0), x, y, clip_norm=None)
+    names = {event.key for event in prof.key_averages()}
+    assert not any("flash_attention" in name for name in names), sorted(n for n in names if "attention" in n)
+    assert "aten::_softmax" in names or "aten::softmax" in names  # the plain kernel's softmax
+    # the same step with PyTorch's default (fused) kernel: the same loss and gradients
+    reference.train()
+    expected = torch.nn.functional.cross_entropy(reference(x).logits, y)
+    expected.backward()
+    assert abs(loss - expected.item()) < 1e-6
+    for (name, a), b in zip(ours.named_parameters(), reference.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-4), name

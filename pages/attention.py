@@ -1,9 +1,9 @@
 """3 · Self-attention: queries, keys and values; scores and softmax; where every head looks.
 
 Top to bottom: what attention does, the live shapes, the einops lines and the real source; the
-layer/head pickers; click a patch to see where every head looks from it; one head's Q, K, V;
-its scores before and after the softmax; what CLS looks at; then two closed sections, drawn only
-when opened: how focused each head is, and the output projection (ViTSelfOutput). Changing the
+layer/head pickers; click a patch to see where every head looks from it; one head's Q, K, V (a
+closed section, drawn only when opened); its scores before and after the softmax; what CLS looks at;
+then two more closed sections: how focused each head is, and the output projection (ViTSelfOutput). Changing the
 layer, the head or the query never reruns the model: the layer's taps come from ``run.layer``
 (cached) and the pictures from the caches below.
 """
@@ -168,20 +168,31 @@ def query_explorer(run, layer: int, head: int, fixed: bool) -> None:
 st.header("Click a patch: where does each head look?")
 query_explorer(run, layer, head, fixed)
 
+def inside_head() -> None:
+    st.markdown(
+        f"The linear layers `query`, `key` and `value` each turn a token's {D} numbers into {D} new ones. "
+        f"`rearrange(x, \"b t (h d) -> b h t d\", h={H})` then cuts those {D} numbers into "
+        + (f"{H} consecutive blocks of {d}" if H > 1 else f"a single block of {d} (one head keeps them all)")
+        + f": head {head} owns numbers {head * d} to {(head + 1) * d - 1}. "
+        "Nothing is copied or computed: it is the same vector read as a grid."
+    )
+    heads_word = "heads" if H > 1 else "head"
+    ui.plot(charts.head_split(taps["q"][:, 0, :].reshape(-1), H, head,
+                              f"The CLS token's query vector ({D} numbers) read as {H} {heads_word} x {d} dims"),
+            key="attn:split")
+    ui.plot(charts.qkv_heatmaps(taps["q"][head], taps["k"][head], taps["v"][head],
+                                f"Layer {layer}, head {head}: Q, K and V, each [tokens {T}, head_dim {d}]"),
+            key="attn:qkv")
+
+
 st.header(f"Inside head {head}: queries, keys and values")
 st.markdown(
-    f"The linear layers `query`, `key` and `value` each turn a token's {D} numbers into {D} new ones. "
-    f"`rearrange(x, \"b t (h d) -> b h t d\", h={H})` then cuts those {D} numbers into "
-    + (f"{H} consecutive blocks of {d}" if H > 1 else f"a single block of {d} (one head keeps them all)")
-    + f": head {head} owns numbers {head * d} to {(head + 1) * d - 1}. "
-    "Nothing is copied or computed: it is the same vector read as a grid."
+    f"Head {head} reads its own {d} of each token's {D} query, key and value numbers. Open the section to see "
+    f"how one vector is cut into {H} head{'s' if H > 1 else ''}, and this head's Q, K and V as matrices of "
+    f"{T} tokens x {d} numbers: the scores below are Q times K transposed."
 )
-heads_word = "heads" if H > 1 else "head"
-ui.plot(charts.head_split(taps["q"][:, 0, :].reshape(-1), H, head,
-                          f"The CLS token's query vector ({D} numbers) read as {H} {heads_word} x {d} dims"),
-        key="attn:split")
-ui.plot(charts.qkv_heatmaps(taps["q"][head], taps["k"][head], taps["v"][head],
-                            f"Layer {layer}, head {head}: Q, K and V, each [tokens {T}, head_dim {d}]"), key="attn:qkv")
+ui.lazy_section("Q, K and V of the chosen head", "attn:open_qkv", inside_head,
+                what="the head split and the three matrices")
 
 st.header("Scores before and after the softmax")
 st.markdown(

@@ -72,28 +72,29 @@ def test_page_at_vit_b16_defaults(vit_b):
     assert 'rearrange(x, "b t (h d) -> b h t d", h=12)' in text or "b t (h d) -> b h t d" in at.code[0].value
     assert any("b h i d, b h j d -> b h i j" in c.value for c in at.code)
     titles = _titles(at)
-    assert len(titles) == 8, titles
-    for part in ("Click a patch", "where each head looks from query patch 105 (row 7, col 7)", "Q, K and V",
+    assert len(titles) == 6, titles
+    for part in ("Click a patch", "where each head looks from query patch 105 (row 7, col 7)",
                  "Scores q·kᵀ/√d", "Attention = softmax(scores)", "attention of the CLS token",
                  "where the CLS token's attention goes"):
         assert any(part in t for t in titles), part
-    # the two last sections are closed, and nothing of theirs is computed or sent until they are opened
-    lazy = ("Attention entropy per head", "Mean attention distance per head", "Token sizes before and after",
+    # three sections are closed, and nothing of theirs is computed or sent until they are opened
+    lazy = ("read as 12 heads x 64 dims", "Q, K and V", "Attention entropy per head", "Mean attention distance per head", "Token sizes before and after",
             "head's share")
     assert not any(part in t for t in titles for part in lazy), titles
-    assert closed_sections(at) == ["attn:open_focus", "attn:open_projection"]
+    assert closed_sections(at) == ["attn:open_qkv", "attn:open_focus", "attn:open_projection"]
     # a page's figures stay well under 2 MB at ViT-B/16
     assert _payload(at) < 1_600_000, _payload(at)
     open_sections(at)  # what a click on each expander does
     opened = _titles(at)
     assert len(opened) == 12, opened
+    assert "Layer 0, head 0: Q, K and V, each [tokens 197, head_dim 64]" in _title_with(at, "Q, K and V")
     for part in lazy:
         assert any(part in t for t in opened), part
     assert "12 heads" in _text(at) and "rebuild attention_output to within" in _text(at)
-    at.session_state["attn:open_focus"] = False
-    at.session_state["attn:open_projection"] = False
+    for key in ("attn:open_qkv", "attn:open_focus", "attn:open_projection"):
+        at.session_state[key] = False
     at.run()
-    assert len(_titles(at)) == 8
+    assert len(_titles(at)) == 6
     # the sidebar kept its state through the page switch
     assert at.sidebar.selectbox(key="w:model_choice").value == "random"
     assert at.sidebar.select_slider(key="w:patch_size").value == 16
@@ -107,7 +108,12 @@ def test_pickers_and_query_change_the_charts(vit_b):
     at.select_slider(key="attn:head").set_value(3).run()
     at.select_slider(key="attn:layer").set_value(5).run()
     assert not at.exception
+    at.session_state["attn:open_qkv"] = True  # the section follows the pickers while it is open
+    at.run()
     assert "Layer 5, head 3: Q, K and V" in _title_with(at, "Q, K and V")
+    at.select_slider(key="attn:head").set_value(4).run()
+    assert at.session_state["attn:open_qkv"] and "Layer 5, head 4: Q, K and V" in _title_with(at, "Q, K and V")
+    at.select_slider(key="attn:head").set_value(3).run()
     assert "layer 5, head 3" in _title_with(at, "Attention = softmax")
     at.number_input(key="attn:query_input").set_value(37).run()
     assert not at.exception
@@ -163,7 +169,7 @@ def test_tiny_model_one_head_one_layer_uploaded_image():
     assert "`[1, 5, 64]`" in text and "`[1, 1, 5, 64]`" in text and "`[1, 1, 5, 5]`" in text
     assert "the only one" in text  # one layer, one head: no sliders to move
     assert len(at.get("select_slider")) == len(at.sidebar.select_slider)
-    assert len(_titles(at)) == 8
+    assert len(_titles(at)) == 6
     open_sections(at)
     assert len(_titles(at)) == 12
     assert "query patch 3 (row 1, col 1)" in _title_with(at, "where each head looks")

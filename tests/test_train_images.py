@@ -349,24 +349,34 @@ def test_mimetic_start_makes_attention_local_and_value_output_a_negative_identit
     assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), mimetic.state_dict().values()))
 
 
-def test_training_steps_use_the_plain_attention_kernel_on_cpu_with_the_same_numbers():
+def test_bf16_training_steps_use_the_plain_attention_kernel_on_cpu_with_the_same_numbers():
     from torch.profiler import ProfilerActivity, profile
 
-    from vit_explain.train import make_optimizer, train_step
+    from vit_explain.train import train_step
 
     config = _tiny_config()
     x = torch.rand(8, 3, 16, 16) * 2 - 1
     y = torch.tensor([0, 1] * 4)
-    ours, reference = _fresh(config), _fresh(config)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:  # lr 0: the step leaves its gradients to compare
-        loss, _ = train_step(ours, torch.optim.SGD(ours.parameters(), lr=0.0), x, y, clip_norm=None)
-    names = {event.key for event in prof.key_averages()}
-    assert not any("flash_attention" in name for name in names), sorted(n for n in names if "attention" in n)
-    assert "aten::_softmax" in names or "aten::softmax" in names  # the plain kernel's softmax
-    # the same step with PyTorch's default (fused) kernel: the same loss and gradients
-    reference.train()
-    expected = torch.nn.functional.cross_entropy(reference(x).logits, y)
+
+    def kernels_and_grads(precision):
+        model = _fresh(config)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:  # lr 0: the step leaves its gradients to read
+            loss, _ = train_step(model, torch.optim.SGD(model.parameters(), lr=0.0), x, y, clip_norm=None,
+                                 precision=precision)
+        fused = any("flash_attention" in event.key for event in prof.key_averages())
+        return fused, loss, [p.grad.clone() for p in model.parameters()]
+
+    fused_bf16, loss_bf16, grads_bf16 = kernels_and_grads("bf16")
+    fused_fp32, loss_fp32, grads_fp32 = kernels_and_grads("fp32")
+    assert not fused_bf16 and fused_fp32  # float32 (the shapes recipe) keeps PyTorch's fused kernel
+    # the same bf16 step with the fused kernel: the same loss and gradients, to bf16's precision
+    reference = _fresh(config).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = reference(x).logits
+    expected = torch.nn.functional.cross_entropy(logits.float(), y)
     expected.backward()
-    assert abs(loss - expected.item()) < 1e-6
-    for (name, a), b in zip(ours.named_parameters(), reference.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-4), name
+    assert abs(loss_bf16 - expected.item()) < 1e-2 and abs(loss_bf16 - loss_fp32) < 2e-2
+    theirs = torch.cat([p.grad.flatten() for p in reference.parameters()])
+    ours = torch.cat([g.flatten() for g in grads_bf16])
+    assert (ours - theirs).norm() < 0.05 * theirs.norm()  # bf16 rounding, not another function
+    assert (torch.cat([g.flatten() for g in grads_fp32]) - theirs).norm() < 0.1 * theirs.norm()

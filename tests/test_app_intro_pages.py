@@ -200,6 +200,27 @@ def test_patch_size_32_reaches_the_pages(small):
     assert _metrics(at)["Tokens"] == "50"
 
 
+def test_the_source_code_section_sends_the_real_code_only_once_opened(small):
+    """Closed, the page carries no code of the class; opened, exactly what inspect reads from model.py."""
+    import inspect
+
+    from vit_explain import model as vit
+    from vit_explain.ui import source_key
+
+    at = small
+    at.switch_page("pages/patching.py").run()
+    _ok(at)
+    source = inspect.getsource(vit.PatchEmbeddings)
+    assert "class PatchEmbeddings" in source
+    assert not any("class PatchEmbeddings" in c.value for c in at.code)
+    at.session_state[source_key(vit.PatchEmbeddings)] = True
+    _ok(at.run())
+    assert [c.value.strip() for c in at.code if "class PatchEmbeddings" in c.value] == [source.strip()]
+    at.session_state[source_key(vit.PatchEmbeddings)] = False
+    _ok(at.run())
+    assert not any("class PatchEmbeddings" in c.value for c in at.code)
+
+
 def test_bare_vit_model_without_classifier(tmp_path):
     import torch
 

@@ -893,11 +893,21 @@ def _source_of(obj: Any) -> str:
         return inspect.getsource(obj)
 
 
+def source_key(*objects: Any) -> str:
+    """The widget key of the source-code section that shows these objects."""
+    return "source:" + "+".join(getattr(obj, "__qualname__", str(obj)) for obj in objects)
+
+
 def show_source(*objects: Any, label: str = "The real source code of this stage") -> None:
-    """The actual code of these classes/functions, read with inspect (so it never goes stale)."""
-    with st.expander(label, icon=":material/code:"):
-        for obj in objects:
-            st.code(_source_of(obj), language="python")
+    """The actual code of these classes/functions, read with inspect (so it never goes stale).
+
+    A closed section whose code is sent only while it is open: the browser colours every line of code
+    it is sent, hidden or not, and that was a visible part of each page's cost (issue 15)."""
+    box = st.expander(label, icon=":material/code:", key=source_key(*objects), on_change="rerun")
+    if box.open:
+        with box:
+            for obj in objects:
+                st.code(_source_of(obj), language="python")
 
 
 def lazy_section(title: str, key: str, draw: Callable[[], None], *, what: str) -> None:

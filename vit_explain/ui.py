@@ -901,8 +901,9 @@ def source_key(*objects: Any) -> str:
 def show_source(*objects: Any, label: str = "The real source code of this stage") -> None:
     """The actual code of these classes/functions, read with inspect (so it never goes stale).
 
-    A closed section whose code is sent only while it is open: the browser colours every line of code
-    it is sent, hidden or not, and that was a visible part of each page's cost (issue 15)."""
+    A closed section whose code is sent only while it is open: Streamlit's front end colours every line
+    of code it is sent, even inside a closed expander (checked: a closed expander's 40 lines became 180
+    coloured spans), about 0.05 s of browser CPU a code block when measured for issue 15."""
     box = st.expander(label, icon=":material/code:", key=source_key(*objects), on_change="rerun")
     if box.open:
         with box:

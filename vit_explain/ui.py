@@ -904,11 +904,19 @@ def show_source(*objects: Any, label: str = "The real source code of this stage"
     A closed section whose code is sent only while it is open: Streamlit's front end colours every line
     of code it is sent, even inside a closed expander (checked: a closed expander's 40 lines became 180
     coloured spans), about 0.05 s of browser CPU a code block when measured for issue 15."""
-    box = st.expander(label, icon=":material/code:", key=source_key(*objects), on_change="rerun")
+    def code() -> None:
+        for obj in objects:
+            st.code(_source_of(obj), language="python")
+
+    _drawn_while_open(label, source_key(*objects), ":material/code:", code)
+
+
+def _drawn_while_open(label: str, key: str, icon: str, draw: Callable[[], None]) -> None:
+    """An expander that reruns the page when opened or closed; ``draw`` fills it only while it is open."""
+    box = st.expander(label, key=key, on_change="rerun", icon=icon)
     if box.open:
         with box:
-            for obj in objects:
-                st.code(_source_of(obj), language="python")
+            draw()
 
 
 def lazy_section(title: str, key: str, draw: Callable[[], None], *, what: str) -> None:
@@ -922,10 +930,7 @@ def lazy_section(title: str, key: str, draw: Callable[[], None], *, what: str) -
     """
     if ":open_" not in key:
         raise ValueError(f"a lazy section's key looks like 'page:open_name', not {key!r}")
-    box = st.expander(f"**{title}** · {what}", key=key, on_change="rerun", icon=":material/unfold_more:")
-    if box.open:
-        with box:
-            draw()
+    _drawn_while_open(f"**{title}** · {what}", key, ":material/unfold_more:", draw)
 
 
 def trace_download(run: Run) -> Callable[[], bytes]:

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from vit_explain.imagefolder import load_image_folder
-from vit_explain.train import augment, default_config, evaluate_split, main, train_images
+from vit_explain.augment import crop_and_flip
+from vit_explain.train import default_config, evaluate_split, main, train_images
 
 CLASSES = ["blue", "red"]
 
@@ -105,7 +106,7 @@ def test_limit_resize_and_errors(data_dir, tmp_path):
 def test_augment_crops_and_flips_windows_of_the_padded_picture():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(64, 12, 12, 3), dtype=np.uint8)
-    out = augment(images, np.random.default_rng(1), pad=2)
+    out = crop_and_flip(images, np.random.default_rng(1), pad=2)
     assert out.shape == images.shape and out.dtype == np.uint8
     padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
     flips = 0
@@ -118,7 +119,7 @@ def test_augment_crops_and_flips_windows_of_the_padded_picture():
     assert 15 <= flips <= 49  # about half are flipped
     assert not np.array_equal(out, images)  # something moved
     # no padding: only flips
-    same = augment(images, np.random.default_rng(1), pad=0)
+    same = crop_and_flip(images, np.random.default_rng(1), pad=0)
     assert all(np.array_equal(s, o) or np.array_equal(s, o[:, ::-1]) for s, o in zip(same, images))
 
 
@@ -297,6 +298,58 @@ def test_training_with_half_the_patches_learns_is_deterministic_and_ends_on_all_
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="fraction"):
         train_images(config, data, epochs=1, keep_patches=0.0, log=lambda _: None)
+
+
+def test_training_with_rand_augment_and_mixing_learns_from_soft_labels_and_resumes_exactly(data_dir, tmp_path, monkeypatch):
+    import vit_explain.train as train_module
+
+    data = load_image_folder(data_dir)
+    config = _tiny_config()
+    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu", eval_n=0, log=lambda _: None,
+                  rand_augment_ops=2, rand_augment_magnitude=9, mix=1.0)
+    targets_seen, original = [], train_module.train_step
+
+    def spy(*args, targets=None, **kw):
+        targets_seen.append(targets)
+        return original(*args, targets=targets, **kw)
+
+    monkeypatch.setattr(train_module, "train_step", spy)
+    model, history = train_images(config, data, **kwargs)
+    assert all(t is not None and t.shape == (32, 2) for t in targets_seen)  # every batch mixed (mix=1)
+    assert all(torch.allclose(t.sum(-1), torch.ones(32)) for t in targets_seen)
+    assert any(((t > 0.05) & (t < 0.95)).any() for t in targets_seen)  # soft, not one-hot
+    assert history[-1]["loss"] < history[0]["loss"] - 0.05
+    assert evaluate_split(model, data.test, 2)["top1"] >= 0.8
+
+    state = tmp_path / "state.pt"
+    train_images(config, data, state_path=state, stop_after_epochs=3, **kwargs)
+    resumed, _ = train_images(config, data, state_path=state, **kwargs)
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_the_augmentation_ramp_grows_the_strength_epoch_by_epoch_to_the_given_values(data_dir, monkeypatch):
+    import vit_explain.train as train_module
+
+    data = load_image_folder(data_dir)
+    magnitudes, mixed, original = [], [], train_module.rand_augment
+
+    def spy_augment(images, rng, n, magnitude):
+        magnitudes.append(magnitude)
+        return original(images, rng, n, magnitude)
+
+    def spy_step(*args, targets=None, **kw):
+        mixed.append(targets is not None)
+        return 0.0, 0.0
+
+    monkeypatch.setattr(train_module, "rand_augment", spy_augment)
+    monkeypatch.setattr(train_module, "train_step", spy_step)
+    train_images(_tiny_config(), data, epochs=4, batch_size=32, seed=5, device="cpu", eval_every_epochs=0,
+                 log=lambda _: None, rand_augment_ops=2, rand_augment_magnitude=12, mix=1.0, augment_ramp=True)
+    steps = len(magnitudes) // 4
+    assert magnitudes == pytest.approx([3.0] * steps + [6.0] * steps + [9.0] * steps + [12.0] * steps)
+    assert all(mixed[-steps:])  # the last epoch mixes every batch
+    assert sum(mixed[:steps]) < steps  # the first mixes about a quarter of them
 
 
 # --------------------------------------------------------------------------- mimetic start, training kernel

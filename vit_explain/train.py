@@ -7,7 +7,8 @@
 
 Real pictures (:func:`train_images`): any data set in the ImageFolder layout, read into memory by
 :mod:`vit_explain.imagefolder`; epochs of shuffled, augmented batches (random crop after a 4-pixel
-reflect pad, horizontal flip); AdamW with a linear warm-up and cosine decay to zero; label
+reflect pad, horizontal flip; optionally RandAugment and mixup / CutMix, see
+:mod:`vit_explain.augment`); AdamW with a linear warm-up and cosine decay to zero; label
 smoothing; a held-out check after every epoch; the model, optimiser and history saved after every
 epoch so that running the same command again resumes an interrupted run. At the end: top-1,
 per-class accuracy and the confusion matrix of the whole held-out split, written next to the
@@ -54,6 +55,7 @@ import torch.nn.functional as F
 from einops import repeat
 
 from . import ViTConfig, ViTForImageClassification
+from .augment import crop_and_flip, mix_batch, rand_augment
 from .synthetic import CLASS_NAMES, sample
 
 __all__ = [
@@ -212,13 +214,16 @@ def train_step(
     clip_norm: float | None = 1.0,
     precision: str = "fp32",
     keep_patches: torch.Tensor | None = None,
+    targets: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     """One optimiser step on a batch; returns (loss, accuracy) measured before the update.
 
     ``precision="bf16"`` runs the forward pass under autocast to bfloat16 (matrix products in
     bfloat16, accumulated in float32; the weights, the optimiser state and the loss stay float32).
     ``keep_patches`` (``[B, k]`` patch indices, see :func:`forward_keeping`) trains on only those
-    patch tokens of each picture.
+    patch tokens of each picture. ``targets`` (``[B, classes]`` probabilities, e.g. from
+    :func:`~vit_explain.augment.mix_batch`) replaces the one-hot labels in the loss; the accuracy is
+    still counted against ``labels``.
     """
     model.train()
     bf16 = _use_bf16(precision)
@@ -229,7 +234,7 @@ def train_step(
         else:
             logits = forward_keeping(model, pixel_values, keep_patches)
     logits = logits.float()
-    loss = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
+    loss = F.cross_entropy(logits, labels if targets is None else targets, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_norm is not None:
@@ -396,23 +401,6 @@ def train(
 # --------------------------------------------------------------------------- real pictures (ImageFolder)
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """Random crop after reflect-padding by ``pad`` pixels, and a random horizontal flip (uint8 in and out).
-
-    The standard CIFAR augmentation (He et al. 2016, "Deep Residual Learning", section 4.2).
-    """
-    n, h, w, _ = images.shape
-    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    dy = rng.integers(0, 2 * pad + 1, size=n)
-    dx = rng.integers(0, 2 * pad + 1, size=n)
-    flip = rng.random(n) < 0.5
-    out = np.empty_like(images)
-    for i in range(n):
-        crop = padded[i, dy[i] : dy[i] + h, dx[i] : dx[i] + w]
-        out[i] = crop[:, ::-1] if flip[i] else crop
-    return out
-
-
 @torch.no_grad()
 def evaluate_split(model: torch.nn.Module, split, num_classes: int, *, batch_size: int = 500, device: str = "cpu") -> dict:
     """Top-1 accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
@@ -485,11 +473,24 @@ def train_images(
     keep_patches: float = 1.0,
     full_epochs: int = 0,
     mimetic: bool = False,
+    rand_augment_ops: int = 0,
+    rand_augment_magnitude: float = 9,
+    mix: float = 0.0,
+    augment_ramp: bool = False,
 ) -> tuple[ViTForImageClassification, list[dict]]:
     """Train a fresh ViT on an :class:`~vit_explain.imagefolder.ImageDataset`; returns it (eval mode) and per-epoch records.
 
     Each epoch visits every training picture once in an order drawn from the seed sequence
-    ``[seed, epoch]``, augmented (:func:`augment`) from ``[seed, epoch, 1]``. With ``state_path``
+    ``[seed, epoch]``, augmented from ``[seed, epoch, 1]``: cropped and flipped
+    (:func:`~vit_explain.augment.crop_and_flip`), then, with ``rand_augment_ops`` > 0, that many
+    RandAugment operations of strength ``rand_augment_magnitude`` per picture
+    (:func:`~vit_explain.augment.rand_augment`), and with probability ``mix`` a batch is mixed up or
+    CutMixed (:func:`~vit_explain.augment.mix_batch`; the loss then uses the mixed labels, the
+    reported training accuracy counts each picture's main label). With ``augment_ramp`` both the
+    RandAugment strength and the share of mixed batches grow linearly over the run, from a
+    ``1 / epochs`` of the given values in the first epoch to the full values in the last (weak
+    regularisation while the model is still learning, strong once it could memorise; the
+    "progressive learning" of Tan & Le 2021, EfficientNetV2, section 4). With ``state_path``
     the model, optimiser and history are saved there after every epoch, and a run started again
     with the same arguments resumes from it (the result equals an uninterrupted run's on CPU).
     ``stop_after_epochs`` ends the call early (the state is saved), as an interruption would.
@@ -534,6 +535,9 @@ def train_images(
         f"{len(data.classes)} classes; {epochs} epochs x {steps_per_epoch} steps of {batch_size}, peak lr {lr}, "
         f"device {device}, {precision}, {torch.get_num_threads()} threads, seed {seed}"
         + (f"; {keep_patches:.0%} of the patches kept in all but the last {full_epochs} epochs" if keep_patches < 1 else "")
+        + (f"; RandAugment {rand_augment_ops} ops at magnitude {rand_augment_magnitude:g}" if rand_augment_ops > 0 else "")
+        + (f"; mixup/CutMix on {mix:.0%} of the batches" if mix > 0 else "")
+        + ("; both ramped up linearly over the epochs" if augment_ramp and (rand_augment_ops > 0 or mix > 0) else "")
     )
     progress = Progress(total_steps, every=log_every, log=log, start_step=first_epoch * steps_per_epoch)
     eval_subset = None
@@ -545,20 +549,25 @@ def train_images(
     for epoch in range(first_epoch, last_epoch):
         order = np.random.default_rng([seed, epoch]).permutation(len(data.train))
         aug_rng = np.random.default_rng([seed, epoch, 1])
+        ramp = (epoch + 1) / epochs if augment_ramp else 1.0
         run_loss, run_acc, run_n = 0.0, 0.0, 0
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             index = order[i * batch_size : (i + 1) * batch_size]
-            images = augment(data.train.images[index], aug_rng)
+            images = crop_and_flip(data.train.images[index], aug_rng)
+            images = rand_augment(images, aug_rng, rand_augment_ops, rand_augment_magnitude * ramp)
             keep = None
             if epoch < epochs - full_epochs:
                 keep = patches_to_keep(aug_rng, len(index), config.num_patches, keep_patches)
             pixel_values = images_to_pixel_values(images).to(device)
             labels = torch.from_numpy(data.train.labels[index]).to(device)
+            targets = None
+            if mix > 0 and aug_rng.random() < mix * ramp:
+                pixel_values, targets = mix_batch(pixel_values, labels, len(data.classes), aug_rng)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, total_steps, lr, warmup, floor=0.0)
             loss, acc = train_step(model, optimizer, pixel_values, labels, label_smoothing=label_smoothing,
-                                   precision=precision, keep_patches=keep)
+                                   precision=precision, keep_patches=keep, targets=targets)
             run_loss, run_acc, run_n = run_loss + loss, run_acc + acc, run_n + 1
             progress.update(step + 1, f"epoch {epoch + 1}/{epochs}  loss {run_loss / run_n:.4f}  train acc {run_acc / run_n:.3f}")
         record = dict(
@@ -715,7 +724,7 @@ RECIPES: dict[str, dict] = {
         out="assets/models/vit-cifar10", data="../shared/data/cifar10-jpeg.tar.gz", epochs=100, batch_size=128, lr=1e-3,
         weight_decay=0.05, warmup_epochs=2.0, label_smoothing=0.1, image_size=32, patch_size=4, hidden_size=192,
         layers=6, heads=3, intermediate_size=384, threads=0, precision="bf16", keep_patches=0.5, full_epochs=0,
-        attention_init="mimetic",
+        attention_init="mimetic", rand_augment_ops=0, rand_augment_magnitude=9, mix=0.0, augment_ramp="none",
     ),
 }
 
@@ -745,6 +754,8 @@ def _main_images(args, log: Callable[[str], None]) -> int:
         state_path=out / "train_state.pt", device=args.device, log=log, log_every=args.log_every,
         stop_after_epochs=args.stop_after_epochs, precision=args.precision, keep_patches=args.keep_patches,
         full_epochs=args.full_epochs, mimetic=args.attention_init == "mimetic",
+        rand_augment_ops=args.rand_augment_ops, rand_augment_magnitude=args.rand_augment_magnitude, mix=args.mix,
+        augment_ramp=args.augment_ramp == "linear",
     )
     if len(history) < args.epochs:
         log(f"stopped after epoch {len(history)} of {args.epochs}; run the same command again to resume")
@@ -808,6 +819,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep-patches", type=float, default=None,
                         help="pictures: fraction of each picture's patch tokens a training step sees (patch dropout; "
                              "1 = all); default: the recipe's")
+    parser.add_argument("--rand-augment-ops", type=int, default=None,
+                        help="pictures: RandAugment operations per picture (0: none); default: the recipe's")
+    parser.add_argument("--rand-augment-magnitude", type=float, default=None,
+                        help="pictures: RandAugment strength, 0-30; default: the recipe's")
+    parser.add_argument("--mix", type=float, default=None,
+                        help="pictures: share of the batches mixed up or CutMixed (0: none); default: the recipe's")
+    parser.add_argument("--augment-ramp", choices=["none", "linear"], default=None,
+                        help="pictures: linear grows the RandAugment strength and the mixed share from nothing to "
+                             "their values over the run; default: the recipe's")
     parser.add_argument("--full-epochs", type=int, default=None,
                         help="pictures: the last N epochs see every patch; default: the recipe's")
     parser.add_argument(

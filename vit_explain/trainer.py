@@ -46,7 +46,8 @@ import torch.nn.functional as F
 from .config import ViTConfig
 from .model import ViTForImageClassification
 from .synthetic import CLASS_NAMES, sample
-from .train import augment, clutter_at, images_to_pixel_values, learning_rate, make_optimizer, train_step
+from .augment import crop_and_flip
+from .train import clutter_at, images_to_pixel_values, learning_rate, make_optimizer, train_step
 
 __all__ = [
     "MAX_SNAPSHOTS",
@@ -328,7 +329,7 @@ class FolderData:
     def batch(self, step: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng([seed, step])
         index = rng.integers(0, len(self._data.train), size=batch_size)
-        images = augment(self._data.train.images[index], rng)
+        images = crop_and_flip(self._data.train.images[index], rng)
         return images_to_pixel_values(images), torch.from_numpy(self._data.train.labels[index])
 
     def held_out(self) -> tuple[torch.Tensor, torch.Tensor]:

@@ -720,11 +720,15 @@ RECIPES: dict[str, dict] = {
     # (half of the patches per step, every epoch) and PyTorch's plain attention kernel for the bf16 steps
     # (its backward is a third faster than the fused one on this CPU) fit 100 epochs into the 2 hours; the
     # attention weights start mimetic (Trockman & Kolter 2023), near the local patterns trained ViTs show.
+    # On top of crop + flip, RandAugment (2 operations) and mixup / CutMix, both ramped up over the run to
+    # magnitude 12 and 80% of the batches at the end: the same recipe without them learnt faster in its
+    # first half and then memorised (training accuracy 88%, held-out 76%, from epoch 60 on); at full
+    # strength from the first epoch they held it back (47% held-out at epoch 10, against 57%).
     "cifar10": dict(
         out="assets/models/vit-cifar10", data="../shared/data/cifar10-jpeg.tar.gz", epochs=100, batch_size=128, lr=1e-3,
         weight_decay=0.05, warmup_epochs=2.0, label_smoothing=0.1, image_size=32, patch_size=4, hidden_size=192,
         layers=6, heads=3, intermediate_size=384, threads=0, precision="bf16", keep_patches=0.5, full_epochs=0,
-        attention_init="mimetic", rand_augment_ops=0, rand_augment_magnitude=9, mix=0.0, augment_ramp="none",
+        attention_init="mimetic", rand_augment_ops=2, rand_augment_magnitude=12, mix=0.8, augment_ramp="linear",
     ),
 }
 

@@ -50,7 +50,7 @@ SAMPLES_DIR = ROOT / "assets" / "samples"
 MODELS_DIR = ROOT / "assets" / "models"
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 #: The picture a new session starts on (tests/test_cifar_model.py checks the default model names it right).
-DEFAULT_SAMPLE = "chelsea.jpg"
+DEFAULT_SAMPLE = "horse.png"
 
 #: The stages in teaching order: (page file, title, icon). app.py builds the navigation from it.
 PAGES = [

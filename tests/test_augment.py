@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vit_explain.augment import OPERATIONS, mix_batch, rand_augment
+from vit_explain.augment import OPERATIONS, check_settings, mix_batch, rand_augment
 
 #: The two operations that have no strength: they always rescale the picture's histogram.
 WITHOUT_STRENGTH = {"autocontrast", "equalize"}
@@ -64,6 +64,8 @@ def test_rand_augment_is_reproducible_from_the_generator_and_keeps_shape():
     assert rand_augment(images, np.random.default_rng(7), n=0) is images
     with pytest.raises(ValueError, match="magnitude"):
         rand_augment(images, np.random.default_rng(7), magnitude=31)
+    with pytest.raises(ValueError, match="mixed batches"):
+        check_settings(9, 1.5)
 
 
 def _constant_batch(labels):

@@ -350,6 +350,9 @@ def test_the_augmentation_ramp_grows_the_strength_epoch_by_epoch_to_the_given_va
     assert magnitudes == pytest.approx([3.0] * steps + [6.0] * steps + [9.0] * steps + [12.0] * steps)
     assert all(mixed[-steps:])  # the last epoch mixes every batch
     assert sum(mixed[:steps]) < steps  # the first mixes about a quarter of them
+    with pytest.raises(ValueError, match="magnitude"):  # refused at the start, not when the ramp gets there
+        train_images(_tiny_config(), data, epochs=4, log=lambda _: None, rand_augment_ops=2, rand_augment_magnitude=40,
+                     augment_ramp=True)
 
 
 # --------------------------------------------------------------------------- mimetic start, training kernel

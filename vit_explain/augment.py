@@ -70,6 +70,14 @@ OPERATIONS = {
 _NAMES = tuple(OPERATIONS)
 
 
+def check_settings(magnitude: float, mix: float) -> None:
+    """Refuse a RandAugment magnitude outside 0-30 or a share of mixed batches outside 0-1 (before any work)."""
+    if not 0 <= magnitude <= MAX_MAGNITUDE:
+        raise ValueError(f"magnitude must be between 0 and {MAX_MAGNITUDE}, not {magnitude}")
+    if not 0 <= mix <= 1:
+        raise ValueError(f"the share of mixed batches must be between 0 and 1, not {mix}")
+
+
 def rand_augment(images: np.ndarray, rng: np.random.Generator, n: int = 2, magnitude: float = 9) -> np.ndarray:
     """Apply ``n`` operations drawn at random (with repeats) from :data:`OPERATIONS` to each picture.
 
@@ -78,8 +86,7 @@ def rand_augment(images: np.ndarray, rng: np.random.Generator, n: int = 2, magni
     """
     if n <= 0:
         return images
-    if not 0 <= magnitude <= MAX_MAGNITUDE:
-        raise ValueError(f"magnitude must be between 0 and {MAX_MAGNITUDE}, not {magnitude}")
+    check_settings(magnitude, 0.0)
     strength = magnitude / MAX_MAGNITUDE
     picks = rng.integers(0, len(_NAMES), size=(len(images), n))
     signs = np.where(rng.random((len(images), n)) < 0.5, -1.0, 1.0)

@@ -114,8 +114,9 @@ def image_trace(image: np.ndarray) -> go.Image:
 
 
 def grid_lines(fig: go.Figure, image_size: int, patch_size: int, row=None, col=None, color="rgba(255,255,255,0.85)",
-               width: float = 1.0) -> None:
-    """Draw the patch boundaries on an image axis."""
+               width: float = 1.0, halo: str | None = "rgba(0,0,0,0.35)") -> None:
+    """Draw the patch boundaries on an image axis: light lines on a slightly wider dark ``halo``, so the
+    grid shows on white backgrounds (a drawing, a sky) as well as on dark ones (two traces; one with ``halo=None``)."""
     edges = np.arange(0, image_size + 1, patch_size, dtype=np.float32) - 0.5
     xs, ys = [], []
     for e in edges:
@@ -123,8 +124,10 @@ def grid_lines(fig: go.Figure, image_size: int, patch_size: int, row=None, col=N
         ys += [-0.5, image_size - 0.5, None]
         xs += [-0.5, image_size - 0.5, None]
         ys += [e, e, None]
-    fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=width), hoverinfo="skip",
-                             showlegend=False), row=row, col=col)
+    lines = [(halo, width + 1.0)] if halo is not None else []
+    for line_color, line_width in lines + [(color, width)]:
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=line_color, width=line_width),
+                                 hoverinfo="skip", showlegend=False), row=row, col=col)
 
 
 def image_with_grid(image: np.ndarray, patch_size: int, title: str, *, height: int = 460,

@@ -52,10 +52,11 @@ SERVER_LOG: Path | None = None
 
 
 @contextlib.contextmanager
-def _streamlit_server(log_path: Path):
-    """``streamlit run app.py`` on a free port, answering its health check; yields the base URL."""
+def _streamlit_server(log_path: Path, env: dict[str, str] | None = None):
+    """``streamlit run app.py`` on a free port, answering its health check; yields the base URL.
+    ``env``: variables to add to the server's environment (by default the Hub is off: HF_HUB_OFFLINE=1)."""
     port = _free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),

@@ -203,7 +203,11 @@ def _config_json(config: ViTConfig) -> str:
 
 # ---------------------------------------------------------------------------------- caches
 @st.cache_resource(max_entries=2, show_spinner="Loading the checkpoint ...")
-def _base_model(source: str, _progress: Callable[[float, str], None] | None = None):
+def _base_model(source: str):
+    """The checkpoint behind ``source``, loaded once per server. Draws nothing itself: a Hub checkpoint is
+    fetched (with its progress bar) by :func:`_load_base` before this runs, so here it comes from the disk
+    cache. (An element drawn in a cached function into a block made outside it cannot be replayed on a
+    cache hit: Streamlit raises CacheReplayClosureError.)"""
     from .weights import load_checkpoint
 
     if source.startswith(BUNDLED) and source[len(BUNDLED):] in BUNDLED_MODELS:
@@ -212,7 +216,7 @@ def _base_model(source: str, _progress: Callable[[float, str], None] | None = No
         model.source = BUNDLED_MODELS[name][1]  # not the server's absolute path
         return model
     if source.startswith("hub:"):
-        return load_checkpoint(source[4:], progress=_progress)
+        return load_checkpoint(source[4:])
     if source.startswith("local:"):
         return load_checkpoint(source[6:])
     raise ValueError(f"unknown model source {source!r}")
@@ -517,7 +521,12 @@ def _load_base(source: str):
         bar.progress(min(max(float(fraction), 0.0), 1.0), text=message)
 
     try:
-        model = _base_model(source, progress)
+        if source.startswith("hub:"):  # download first, outside any cached function, so the bar can be drawn
+            from .weights import fetch_repo
+            from .weights.hf_format import check_config
+
+            fetch_repo(source[4:], progress=progress, check=check_config)
+        model = _base_model(source)
     except (CheckpointError, OSError, ValueError) as exc:
         bar.empty()
         st.sidebar.error(f"Could not load this model: {exc}", icon=":material/cloud_off:")

@@ -39,7 +39,7 @@ from .common import (
     ProgressFn,
 )
 from .hf_format import save_checkpoint
-from .hub import _progress_bar_class
+from .hub import _progress_bar_class, fetch_repo
 from .known import KNOWN_CHECKPOINTS, KnownCheckpoint
 from .loading import load_checkpoint
 from .resampling import interpolate_position_embeddings, resample, resize_patch_kernel

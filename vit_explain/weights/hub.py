@@ -188,6 +188,35 @@ def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn,
     return folder
 
 
+#: One lock per repository (and revision and cache folder): sessions asking for the same checkpoint at once
+#: download it once; the others wait, then find it in the cache. Other repositories are not held up.
+_REPO_LOCKS: dict[tuple, threading.Lock] = {}
+_REPO_LOCKS_GUARD = threading.Lock()
+
+
+def fetch_repo(repo_id: str, *, revision: str | None = None, cache_dir=None, progress: ProgressFn | None = None,
+               check: Callable[[dict[str, Any], str], Any] | None = None) -> Path:
+    """The local folder of ``repo_id``'s checkpoint files, downloaded once into huggingface_hub's cache.
+
+    ``progress(fraction, message)`` follows the download; ``check(config, repo_id)`` may refuse the model
+    from its ``config.json`` before any weight file is requested. Safe to call from many threads: one
+    download per repository, however many sessions ask for it at once.
+    """
+    if not _REPO_ID.fullmatch(repo_id):
+        raise CheckpointError(f"{repo_id!r} is not a Hugging Face Hub model id (like 'google/vit-base-patch16-224').")
+    key = (repo_id, revision, None if cache_dir is None else str(cache_dir))
+    with _REPO_LOCKS_GUARD:
+        lock = _REPO_LOCKS.setdefault(key, threading.Lock())
+    report = progress or (lambda fraction, message: None)
+    if not lock.acquire(blocking=False):
+        report(0.0, f"Another session is downloading {repo_id}; waiting for it")
+        lock.acquire()
+    try:
+        return _hub_download(repo_id, revision=revision, cache_dir=cache_dir, report=report, check=check)
+    finally:
+        lock.release()
+
+
 def _progress_bar_class(on_bytes: Callable[[int], None]) -> type:
     """A tqdm subclass for huggingface_hub that forwards the byte count to ``on_bytes``."""
     from huggingface_hub.utils import tqdm as hf_tqdm

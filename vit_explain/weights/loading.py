@@ -14,7 +14,7 @@ from ..config import ViTConfig
 from .common import CheckpointError, ProgressFn, _looks_like_timm_vit
 from .files import _metadata_config, _read_pickle, _read_safetensors, _unwrap_state_dict
 from .hf_format import _attach, _load_directory, _model_from_state_dict, check_config
-from .hub import _REPO_ID, _hub_download
+from .hub import _REPO_ID, fetch_repo
 
 def load_checkpoint(
     source: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -82,7 +82,7 @@ def load_checkpoint(
     text = os.fspath(source)
     if _REPO_ID.fullmatch(text) and not text.startswith((".", "/", "~")):
         try:
-            directory = _hub_download(text, revision=revision, cache_dir=cache_dir, report=report, check=check_config)
+            directory = fetch_repo(text, revision=revision, cache_dir=cache_dir, progress=report, check=check_config)
         except CheckpointError as exc:
             if Path(text.split("/")[0]).is_dir():  # probably meant as a local path
                 raise type(exc)(f"{exc} (No local folder {str(path)!r} exists either, seen from {os.getcwd()}.)") from exc

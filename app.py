@@ -7,7 +7,7 @@ NOT drawn here: each page starts with ``ui.sidebar()``, the one shared sidebar f
 reasons: Streamlit's AppTest runs a page file on its own when it switches to a page in a folder
 named ``pages/`` (it skips this entry point), so a sidebar drawn here would vanish from the tests;
 and a page that builds its own sidebar reads top to bottom as what the user sees. The sidebar's
-widgets keep their values in ``st.session_state`` (``ui.remember``), and the picture in use (a sample or
+widgets keep their values across pages with Streamlit's ``persist_state="session"`` (``ui.state``), and the picture in use (a sample or
 the session's upload) lives there too, never in the upload box: Streamlit gives every page's widgets their
 own identity, so each page draws a fresh, empty upload box. Every choice survives page switches in the
 browser and in AppTest alike.
@@ -16,6 +16,8 @@ browser and in AppTest alike.
 import streamlit as st
 
 from vit_explain.ui import PAGE_CONFIG, PAGES
+from vit_explain.ui.server import tune_server
 
+tune_server()  # once per process: a server that many sessions share (see vit_explain/ui/server.py)
 st.set_page_config(**PAGE_CONFIG)
 st.navigation([st.Page(path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon) in enumerate(PAGES)]).run()

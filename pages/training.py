@@ -223,9 +223,9 @@ def _views(status: trainer.RunStatus, data, config) -> None:
                                  chance=1.0 / len(data.classes), marker_step=snap.step), key="train:curves")
     L, H = snap.cls_attention.shape[:2]
     pick_layer, pick_head = st.columns(2, gap="large")
-    layer = pick_layer.select_slider("Layer", list(range(L)), key=ui.remember("train:layer", ui.clamp_index(L, L - 1)),
+    layer = pick_layer.select_slider("Layer", list(range(L)), key=ui.remember("train:layer", ui.clamp_index(L, L - 1)), persist_state="session",
                                      help="0 is the first encoder layer, as on every page.")
-    head = pick_head.select_slider("Head", list(range(H)), key=ui.remember("train:head", ui.clamp_index(H)))
+    head = pick_head.select_slider("Head", list(range(H)), key=ui.remember("train:head", ui.clamp_index(H)), persist_state="session")
     ui.plot(_figure(("probe", *at, layer, head), lambda: charts.probe_attention_figure(
         data.probe_image, snap.cls_attention, layer, head, step=snap.step)), key="train:probe")
     left, right = st.columns(2, gap="medium")

@@ -245,7 +245,7 @@ def test_bundled_model():
     at = open_sections(open_app("bundled:shapes", page=PAGE))
     figs = charts(at)
     lens = title_with(figs, "Logit lens")["data"][0]
-    assert decode(lens["z"]).shape[0] == at.session_state["num_layers"] + 1
+    assert decode(lens["z"]).shape[0] == at.session_state["w:num_layers"] + 1
     title_with(figs, "Three explanations")
     assert "no pooler" in " ".join(i.value for i in at.info)
 

@@ -173,8 +173,8 @@ def test_the_trace_download_says_the_layer_numbering():
     config = ViTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
                        intermediate_size=64)
     core = {"hidden_states": np.zeros((5, 5, 32), np.float32), "attentions": np.zeros((4, 2, 5, 5), np.float32)}
-    run = ui.Run(image_name="x.png", digest="0" * 64, source="random", model=None, config=config, trained=False,
-                 core=core, image=np.zeros((32, 32, 3), np.uint8))
+    run = ui.Run(image_name="x.png", key=ui.RunKey("0" * 64, "random", ui.config_key(config)), model=None,
+                 config=config, trained=False, core=core, image=np.zeros((32, 32, 3), np.uint8))
     saved = np.load(io.BytesIO(run.npz_bytes()))
     readme = str(saved["README"])
     assert "Layer i is encoder.layer[i], counted from 0 to 3" in readme
@@ -193,10 +193,9 @@ def test_the_download_is_made_on_the_click_from_the_pictures_trace():
     config = ViTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                        intermediate_size=64, num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
     picture = png(5)
-    config_json = ui._config_json(config)
-    digest = image_digest(picture)
-    core = ui._core_trace(digest, ui.RANDOM, config_json, picture)
-    run = ui.Run(image_name="p.png", digest=digest, source=ui.RANDOM, model=None, config=config, trained=False,
+    key = ui.RunKey(image_digest(picture), ui.RANDOM, ui.config_key(config))
+    core = ui.core_trace(key, picture)
+    run = ui.Run(image_name="p.png", key=key, model=None, config=config, trained=False,
                  core=core, image=np.zeros((32, 32, 3), np.uint8), picture_data=picture)
     clicked = ui.trace_download(run)
     assert isinstance(clicked, functools.partial) and not any(isinstance(a, dict) for a in clicked.args)  # no trace

@@ -492,7 +492,7 @@ BAD_CHECKPOINTS = {
 def local_app(checkpoints):
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["w:model_choice"] = "local"  # seeded: the first run never builds ViT-B/16
-    at.session_state["local_path"] = at.session_state["w:local_path"] = str(checkpoints["good"])
+    at.session_state["w:local_path"] = str(checkpoints["good"])
     at.run()
     assert_healthy(at)
     choose_local(at, checkpoints["good"])
@@ -564,7 +564,7 @@ def test_classroom_mode_offers_no_server_paths(checkpoints, monkeypatch):
     monkeypatch.setenv("VIT_EXPLAIN_CLASSROOM", "1")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)
     at.session_state["w:model_choice"] = "local"  # what an earlier, non-classroom run could have left
-    at.session_state["local_path"] = at.session_state["w:local_path"] = str(checkpoints["good"])
+    at.session_state["w:local_path"] = str(checkpoints["good"])
     at.run()
     assert_healthy(at)
     choice = at.sidebar.selectbox(key="w:model_choice")  # .options are the labels the user reads
@@ -578,7 +578,7 @@ def test_classroom_mode_offers_no_server_paths(checkpoints, monkeypatch):
     # the sidebar itself refuses a local source in classroom mode, even if asked directly
     from vit_explain import ui
 
-    assert ui._load_base("local:" + str(checkpoints["good"])) is False
+    assert ui.load_base("local:" + str(checkpoints["good"])) is False
 
     monkeypatch.delenv("VIT_EXPLAIN_CLASSROOM")
     at.run()

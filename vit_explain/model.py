@@ -430,3 +430,10 @@ class ViTForImageClassification(_InitMixin, nn.Module):
             logits = (logits + self.distillation_classifier(out.last_hidden_state[:, 1])) / 2
         out.logits = self.tap_logits(logits)
         return out
+
+
+def backbone(model: nn.Module) -> ViTModel:
+    """The ViT inside a model: ``model.vit`` for a :class:`ViTForImageClassification`, else ``model`` itself.
+
+    The one place that knows a classifier wraps its encoder; pages, charts and training call this."""
+    return getattr(model, "vit", model)

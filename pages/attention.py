@@ -16,7 +16,7 @@ import streamlit as st
 from vit_explain import ViTConfig, analysis, ui
 from vit_explain.charts import attention as charts
 from vit_explain.charts.common import attention_range, clicked_patch, scale_label
-from vit_explain.model import ViTAttention, ViTSelfAttention, ViTSelfOutput
+from vit_explain.model import ViTAttention, ViTSelfAttention, ViTSelfOutput, backbone
 
 PAGE = "pages/attention.py"
 
@@ -44,17 +44,17 @@ def head_stats(digest, source, config_json, layer: int, grid: int, patch_size: i
     """(entropy [H] in nats, mean attention distance [H] in pixels, distance of uniform attention)."""
     entropy = analysis.attention_entropy([_probs])[0]
     distance = analysis.mean_attention_distance(_probs, grid, patch_size)
-    return entropy, distance, charts.uniform_attention_distance(grid, patch_size)
+    return entropy, distance, analysis.uniform_attention_distance(grid, patch_size)
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def head_shares(digest, source, config_json, layer: int, _context, _model):
     """Norm of each head's share of the attention output: [H, T] (and the largest reassembly error)."""
-    dense = getattr(_model, "vit", _model).encoder.layer[layer].attention.output.dense
+    dense = backbone(_model).encoder.layer[layer].attention.output.dense
     weight = dense.weight.detach().cpu().numpy().astype(np.float32)
     bias = dense.bias.detach().cpu().numpy().astype(np.float64) if dense.bias is not None else 0.0
     heads = _model.config.num_attention_heads
-    parts = charts.head_contributions(_context, weight, heads)  # [H, T, D]
+    parts = analysis.head_contributions(_context, weight, heads)  # [H, T, D]
     return np.linalg.norm(parts, axis=-1), parts.sum(0) + bias
 
 
@@ -67,7 +67,8 @@ def index_picker(label: str, count: int, key: str, noun: str, help: str | None =
     if count == 1:
         st.markdown(f"**{label}:** {noun} 0 (the only one)")
         return 0
-    return st.select_slider(label, list(range(count)), key=key, format_func=lambda i: f"{noun} {i}", help=help)
+    return st.select_slider(label, list(range(count)), key=key, format_func=lambda i: f"{noun} {i}", help=help,
+                            persist_state="session")
 
 
 def patch_label(patch: int, grid: int) -> str:
@@ -201,7 +202,7 @@ st.markdown(
     "The softmax along each row turns the scores into weights between 0 and 1 that add up to 1: that is the "
     "attention matrix. Row 0 and column 0 (outlined in orange) belong to the CLS token."
 )
-mean_heads = st.toggle("Average over all heads", key=ui.remember("attn:mean_heads", flag),
+mean_heads = st.toggle("Average over all heads", key=ui.remember("attn:mean_heads", flag), persist_state="session",
                        help="Show the mean of the layer's heads instead of the chosen head.")
 which = f"mean of {H} heads" if mean_heads else f"head {head}"
 scores = taps["scores"].mean(0) if mean_heads else taps["scores"][head]

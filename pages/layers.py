@@ -6,9 +6,8 @@ heads" (closed: drawn when opened), attention rollout, and the token PCA (closed
 
 import numpy as np
 import streamlit as st
-import torch
 
-from vit_explain import analysis, ui
+from vit_explain import analysis, pipeline, ui
 from vit_explain.charts import layers as charts
 from vit_explain.model import ViTEncoder, ViTLayer
 
@@ -19,16 +18,9 @@ FUSIONS = {"mean": "mean over heads", "max": "max over heads", "min": "min over 
 # ---------------------------------------------------------------------------- cached maths
 @st.cache_data(max_entries=8, show_spinner="Following the residual stream through every layer ...")
 def stream(digest: str, source: str, config_json: str, _model, _hidden: np.ndarray) -> dict:
-    """Norms of the stream and of each branch's update, from the attention half of every layer."""
-    layers = getattr(_model, "vit", _model).encoder.layer
-    param = next(_model.parameters())
-    residuals = []
-    with torch.no_grad():
-        for i, layer in enumerate(layers):
-            x = torch.from_numpy(np.ascontiguousarray(_hidden[i]))[None].to(param.device, param.dtype)
-            attended, _ = layer.attention(layer.layernorm_before(x))
-            residuals.append((x + attended)[0].to(torch.float32).cpu().numpy())
-    return charts.stream_norms(_hidden, np.stack(residuals))
+    """Norms of the stream and of each branch's update, from every layer's first residual (the ``residual`` tap)."""
+    residuals = pipeline.layer_tap(_model, _hidden, "residual")  # [L, T, D]: input + attention branch
+    return {name: charts.f32(v) for name, v in analysis.stream_norms(_hidden, residuals).items()}
 
 
 @st.cache_data(max_entries=8, show_spinner="Measuring every layer and head ...")
@@ -38,15 +30,14 @@ def depth(digest: str, source: str, config_json: str, _core: dict, grid: int, pa
     norms = analysis.token_norms(hidden)
     n = grid * grid
     prefix = norms.shape[-1] - n  # CLS and any other prefix tokens (distillation, registers)
-    uniform = np.full((1, n, n), 1.0 / n)
     return {
         "norms": charts.f32(norms),
         "outlier_mask": analysis.high_norm_mask(norms, num_prefix_tokens=prefix),  # patches judged, not registers
         "outliers": analysis.high_norm_outliers(norms, num_prefix_tokens=prefix),
         "similarity": charts.f32(analysis.layer_similarity(hidden)),
-        "cls_maps": charts.cls_attention_maps(attn, grid),
+        "cls_maps": charts.f32(analysis.cls_attention_map(attn, grid)),  # [L, g, g], raw weights, mean over heads
         "distance": charts.f32(analysis.attention_distance_all(attn, grid, patch_size)),
-        "uniform_px": float(analysis.mean_attention_distance(uniform, grid, patch_size)[0]) if n > 1 else 0.0,
+        "uniform_px": analysis.uniform_attention_distance(grid, patch_size),
         "entropy": charts.f32(analysis.attention_entropy(attn)),
     }
 
@@ -56,7 +47,7 @@ def rollout(digest: str, source: str, config_json: str, fusion: str, discard: fl
             grid: int) -> dict:
     """CLS rollout map and the last layer's raw CLS map, both as shares of the patches, one colour range."""
     rolled = analysis.cls_rollout_map(analysis.attention_rollout(_attn, head_fusion=fusion, discard_ratio=discard), grid)
-    raw = _attn[-1].mean(axis=0)[0, -grid * grid:].reshape(grid, grid)  # patches: the last g*g tokens
+    raw = analysis.cls_attention_map(_attn[-1], grid)  # the last layer, mean over heads
     rolled, raw = analysis.normalise_map(rolled, "sum"), analysis.normalise_map(raw, "sum")
     return {"rollout": charts.f32(rolled), "raw": charts.f32(raw), "scale": analysis.shared_scale(rolled, raw)}
 

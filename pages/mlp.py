@@ -4,10 +4,10 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vit_explain import ui
+from vit_explain import analysis, ui
 from vit_explain.charts import mlp as charts
 from vit_explain.charts.common import click_layer, clicked_patch
-from vit_explain.model import ViTIntermediate, ViTOutput
+from vit_explain.model import ViTIntermediate, ViTOutput, backbone
 
 PAGE = "pages/mlp.py"
 
@@ -15,7 +15,7 @@ PAGE = "pages/mlp.py"
 @st.cache_data(max_entries=16, show_spinner=False)
 def activation_curve(digest: str, source: str, config_json: str, layer: int, lo: float, hi: float, _model):
     """The model's own activation module (intermediate_act_fn of this layer) evaluated on a grid of x."""
-    act = getattr(_model, "vit", _model).encoder.layer[layer].intermediate.intermediate_act_fn
+    act = backbone(_model).encoder.layer[layer].intermediate.intermediate_act_fn
     xs = torch.linspace(lo, hi, 401, dtype=torch.float32)
     with torch.no_grad():
         ys = act(xs)
@@ -27,10 +27,10 @@ def layer_summary(digest: str, source: str, config_json: str, layer: int, _taps:
     """Everything this page derives from one layer's MLP taps (small arrays and numbers)."""
     pre, post = _taps["mlp_pre_act"], _taps["mlp_post_act"]
     return {
-        "stats": charts.activation_stats(pre, post),
+        "stats": analysis.activation_stats(pre, post),
         "range": charts.curve_range(pre),
-        "active_map": charts.active_share_map(post, grid),
-        "ratio": charts.update_ratio(_taps["residual"], _taps["mlp_output"]),
+        "active_map": charts.f32(analysis.active_share_map(post, grid)),
+        "ratio": charts.f32(analysis.update_ratio(_taps["residual"], _taps["mlp_output"])),
     }
 
 
@@ -57,7 +57,7 @@ ui.stage_header(
 
 # ---- which layer (layer i is encoder.layer[i], counted from 0 as everywhere in the app)
 if L > 1:
-    index = st.select_slider("Layer", list(range(L)), key=ui.remember("mlp:layer", ui.clamp_index(L)),
+    index = st.select_slider("Layer", list(range(L)), key=ui.remember("mlp:layer", ui.clamp_index(L)), persist_state="session",
                              format_func=lambda i: f"layer {i}",
                              help="Every layer has its own MLP with its own weights: layer i is encoder.layer[i].")
 else:
@@ -109,7 +109,7 @@ with right:
     a.metric("Below zero before", f"{stats['negative']:.1%}", help="Share of the T x M pre-activations that are negative.")
     b.metric(f"Near zero after {act_label}", f"{stats['near_zero']:.1%}",
              help=f"Share of activations with |value| < {charts.NEAR_ZERO}: the units this token left off.")
-    act_module = getattr(run.model, "vit", run.model).encoder.layer[index].intermediate.intermediate_act_fn
+    act_module = backbone(run.model).encoder.layer[index].intermediate.intermediate_act_fn
     bend = ("Inputs left of zero come out close to zero (GELU dips to at most -0.17), inputs right of zero pass "
             "almost unchanged" if act_name.startswith("gelu") else "Look where the curve flattens")
     st.caption(f"The red curve is this model's own `{act_module!r}` module evaluated on a grid; the grey bars show "

@@ -10,6 +10,7 @@ import numpy as np
 import streamlit as st
 
 from vit_explain import analysis, model as vit, ui
+from vit_explain.model import backbone
 from vit_explain.charts import common, patching as charts
 
 SELECTED = "patch:selected"
@@ -24,7 +25,7 @@ def filter_pca(source: str, config_json: str, _weight: np.ndarray, k: int = 28):
 
 def projection(model):
     """The Conv2d of PatchEmbeddings as float32 numpy (a read-only view; the shared model is untouched)."""
-    conv = getattr(model, "vit", model).embeddings.patch_embeddings.projection
+    conv = backbone(model).embeddings.patch_embeddings.projection
     bias = conv.bias.detach().cpu().numpy() if conv.bias is not None else None
     return conv.weight.detach().cpu().numpy(), bias
 
@@ -86,7 +87,7 @@ def patch_explorer() -> None:
             key="patch:pixels")
 
     weight, bias = projection(run.model)
-    linear = charts.conv_as_linear(weight, bias, vector)
+    linear = charts.f32(analysis.conv_as_linear(weight, bias, vector))
     conv = run.core["patch_embeddings"][selected]
     gap = float(np.abs(linear - conv).max())
     st.markdown(

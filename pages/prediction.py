@@ -17,9 +17,10 @@ import numpy as np
 import streamlit as st
 import torch
 
-from vit_explain import analysis, ui
+from vit_explain import analysis, pipeline, ui
 from vit_explain.charts import prediction as charts
 from vit_explain.charts.common import clicked_patch
+from vit_explain.flops import total_flops
 from vit_explain.model import ViTForImageClassification, ViTModel, ViTPooler
 from vit_explain.pipeline import final_norm_and_head
 from vit_explain.weights import KNOWN_CHECKPOINTS, top_k
@@ -31,10 +32,6 @@ SENSITIVITY_BATCH = 16
 
 
 # ------------------------------------------------------------------------------ cached helpers
-def _base(model):
-    return getattr(model, "vit", model)
-
-
 def _has_head(run) -> bool:
     return run.is_classifier and isinstance(getattr(run.model, "classifier", None), torch.nn.Linear)
 
@@ -42,10 +39,7 @@ def _has_head(run) -> bool:
 @st.cache_data(max_entries=16, show_spinner=False)
 def _pooler_pre_activation(digest, source, config_json, _model, _cls: np.ndarray) -> np.ndarray:
     """dense(CLS) before the tanh: the pooler's pre-activations [D]."""
-    dense = _base(_model).pooler.dense
-    with torch.no_grad():
-        z = dense(torch.from_numpy(np.asarray(_cls, dtype=np.float32))[None].to(dense.weight.dtype))
-    return z[0].float().numpy()
+    return pipeline.pooler_pre_activation(_model, _cls)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -71,38 +65,11 @@ def _picture_source(digest, source, config_json, _image: np.ndarray) -> str:
 def _occluded_logits(digest, source, config_json, masked: tuple[int, ...], fill: str, _model,
                      _pixel_values: np.ndarray) -> np.ndarray:
     """Logits of a plain forward pass (no trace) on the picture with ``masked`` patches filled."""
-    return _masked_outputs(_model, _pixel_values, masked, fill)
+    return pipeline.occluded_output(_model, _pixel_values, masked, fill)
 
 
 def _picture(run) -> str:
     return _picture_source(run.digest, run.source, run.config_json, run.image)
-
-
-def _fill_value(model, fill: str):
-    """'grey' = 0 after normalisation (the mean colour); 'black' = pixel 0 in normalised units."""
-    if fill == "grey":
-        return 0.0
-    spec = getattr(model, "preprocess_spec", None)
-    mean = np.asarray(getattr(spec, "image_mean", (0.5, 0.5, 0.5)), dtype=np.float64)
-    std = np.asarray(getattr(spec, "image_std", (0.5, 0.5, 0.5)), dtype=np.float64)
-    return tuple(float(v) for v in (0.0 - mean) / std)
-
-
-def _masked_outputs(model, pixel_values: np.ndarray, masked, fill: str) -> np.ndarray:
-    config = model.config
-    g = config.grid_size
-    x = torch.from_numpy(np.asarray(pixel_values, dtype=np.float32))[None]
-    cells = [divmod(int(i), g) for i in masked]
-    if cells:
-        x = analysis.apply_occlusion(x, cells, config.patch_size, fill=_fill_value(model, fill))
-    with torch.no_grad():
-        out = model(x)
-    return (out.logits[0] if out.logits is not None else _feature(out)[0]).float().numpy()
-
-
-def _feature(out) -> torch.Tensor:
-    """The image's feature vector for models without a classifier: pooler output, else the normed CLS."""
-    return out.pooler_output if out.pooler_output is not None else out.last_hidden_state[:, 0]
 
 
 @st.cache_resource
@@ -122,18 +89,7 @@ def _stored_sensitivity(key):
 
 def _compute_sensitivity(key, model, pixel_values: np.ndarray, target: int | None, progress) -> np.ndarray:
     """Drop of the target class's probability (or of the feature's cosine similarity) per hidden patch."""
-    x = torch.from_numpy(np.asarray(pixel_values, dtype=np.float32))[None]
-    if target is not None:
-        def predict(batch):
-            return torch.softmax(model(batch).logits.float(), dim=-1)
-    else:
-        with torch.no_grad():
-            reference = _feature(model(x)).float()
-
-        def predict(batch):
-            return torch.nn.functional.cosine_similarity(_feature(model(batch)).float(), reference, dim=-1)[:, None]
-    result = analysis.occlusion_sensitivity(predict, x, model.config.patch_size, target if target is not None else 0,
-                                            batch=SENSITIVITY_BATCH, fill=0.0, progress=progress).astype(np.float32)
+    result = pipeline.occlusion_sensitivity_map(model, pixel_values, target, batch=SENSITIVITY_BATCH, progress=progress)
     store = _sensitivity_store()
     with store["lock"]:
         store["items"][key] = result
@@ -218,7 +174,7 @@ def final_norm_section(run) -> None:
                 "on the same footing.")
     before, after = run.core["hidden_states"][-1], run.core["last_hidden_state"]
     ui.plot(charts.cls_before_after(before[0], after[0]), key="pred:cls_strip")
-    ui.plot(charts.token_stats(charts.token_mean_std(before), charts.token_mean_std(after)), key="pred:token_stats")
+    ui.plot(charts.token_stats(analysis.token_mean_std(before), analysis.token_mean_std(after)), key="pred:token_stats")
 
 
 def pooler_section(run) -> None:
@@ -257,7 +213,7 @@ def head_section(run) -> list[tuple[str, float]] | None:
     ui.model_knowledge(run)
     k = st.slider("How many classes to show (k)", 1, min(20, K), min(5, K), key="pred:k") if K > 1 else 1
     top = top_k(logits, run.id2label, k)
-    order = np.argsort(-logits, kind="stable")[:k]
+    order = analysis.top_indices(logits, k)
     cols = st.columns(3)
     cols[0].metric("prediction", top[0][0])
     cols[1].metric("probability", f"{top[0][1]:.1%}")
@@ -280,7 +236,7 @@ def logit_lens_section(run, k: int) -> None:
     L = run.config.num_hidden_layers
     lens = _logit_lens(run.digest, run.source, run.config_json, run.model, run.core["hidden_states"][:, :1, :])
     probs = lens["probs"]
-    final = np.argsort(-probs[-1], kind="stable")[:k]
+    final = analysis.top_indices(probs[-1], k)
     stages = ["embeddings"] + [f"after layer {i}" for i in range(L)]  # hidden_states[k]: after layer k - 1
     names = [_label(run, i) for i in final]
     top1 = [_label(run, i) for i in lens["top1"]]
@@ -306,11 +262,11 @@ def occlusion_section(run) -> None:
                 "change the result more than hiding others. The colours show the last layer's CLS attention.")
     fill = st.radio("Hide with", ["grey", "black"], horizontal=True, key="pred:fill",
                     format_func={"grey": "mean grey (0 after normalisation)", "black": "black pixels"}.get)
-    attention = charts.cls_attention_map(run.core["attentions"][-1], g)
+    attention = analysis.cls_attention_map(run.core["attentions"][-1], g, renormalise=True)
     n_top = max(1, round(0.1 * g * g))
     buttons = st.columns([3, 1, 2])
     if buttons[0].button(f"Hide the {n_top} most-attended", key="pred:mask_top", icon=":material/visibility_off:"):
-        masked = [int(i) for i in np.argsort(-attention.ravel(), kind="stable")[:n_top]]
+        masked = [int(i) for i in analysis.top_indices(attention, n_top)]
         _set_masked(run, masked)
     if buttons[1].button("Clear", key="pred:clear", icon=":material/restart_alt:", disabled=not masked):
         masked = []
@@ -325,10 +281,10 @@ def occlusion_section(run) -> None:
         after = _occluded_logits(run.digest, run.source, run.config_json, tuple(masked), fill, run.model,
                                  run.core["pixel_values"])
         if _has_head(run):
-            before_p = _softmax(run.core["logits"])
-            after_p = _softmax(after)
+            before_p = analysis.softmax(run.core["logits"])
+            after_p = analysis.softmax(after)
             k = min(st.session_state.get("pred:k", 5), len(before_p))
-            classes = np.argsort(-before_p, kind="stable")[:k]
+            classes = analysis.top_indices(before_p, k)
             ui.plot(charts.before_after_bars([_label(run, i) for i in classes], before_p[classes], after_p[classes]),
                     key="pred:occ_bars")
             new_top = int(np.argmax(after_p))
@@ -346,18 +302,13 @@ def occlusion_section(run) -> None:
         else:
             reference = _occluded_logits(run.digest, run.source, run.config_json, (), fill, run.model,
                                          run.core["pixel_values"])
-            similarity = float(np.dot(after, reference) / (np.linalg.norm(after) * np.linalg.norm(reference) + 1e-12))
+            similarity = float(analysis.cosine_similarity(after, reference))
             st.metric("feature similarity to the original", f"{similarity:.4f}",
                       f"{similarity - 1:+.4f}" if masked else None,
                       help="Cosine similarity of the feature vector (pooler output, or the normed CLS token) of "
                            "the picture with the patches hidden and of the original picture.")
             st.caption("Without a classifier there are no class probabilities; instead this is how far the "
                        "feature vector moved when the patches were hidden.")
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(np.asarray(z, dtype=np.float64) - np.max(z))
-    return e / e.sum()
 
 
 @st.fragment
@@ -372,13 +323,12 @@ def side_by_side_section(run) -> None:
                 "counting the skip connections; and **occlusion sensitivity**, how much " + what + " drops when "
                 "that one patch is hidden (grey). Each map is divided by its largest absolute value and all "
                 "three share one colour scale.")
-    raw = charts.cls_attention_map(run.core["attentions"][-1], g)
+    raw = analysis.cls_attention_map(run.core["attentions"][-1], g, renormalise=True)
     rollout = _rollout_map(run.digest, run.source, run.config_json, run.core["attentions"], g)
     key = (run.digest, run.source, run.config_json, target)
     sensitivity = _stored_sensitivity(key)
     if sensitivity is None:
-        flops = g * g * charts.forward_flops(c.image_size, c.patch_size, c.hidden_size, c.num_hidden_layers,
-                                            c.intermediate_size, c.num_channels)
+        flops = g * g * total_flops(c, has_pooler=run.has_pooler, classifier=run.is_classifier)
         start = flops <= AUTO_SENSITIVITY_FLOPS or st.button(
             f"Compute occlusion sensitivity ({g * g} forward passes)", key="pred:sens_go", icon=":material/play_arrow:",
             help=f"About {flops / 1e9:,.0f} GFLOP: this can take a while on a CPU. The result is kept.")
@@ -405,8 +355,7 @@ def side_by_side_section(run) -> None:
     if sensitivity is None:
         st.caption("Occlusion sensitivity is not computed yet: press the button above.")
     else:
-        agreement = float(np.corrcoef(raw.ravel(), sensitivity.ravel())[0, 1]) if raw.size > 1 and np.std(sensitivity) > 0 \
-            and np.std(raw) > 0 else float("nan")
+        agreement = analysis.map_correlation(raw, sensitivity)
         st.caption(f"Correlation between raw attention and occlusion sensitivity over the {g * g} patches: "
                    f"{agreement:+.2f}." + (" Negative occlusion values (blue) are patches whose hiding *raised* "
                                            "the score." if signed else ""))

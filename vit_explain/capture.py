@@ -160,15 +160,21 @@ def trace(
     )
 
 
-def trace_layer(model: nn.Module, index: int, hidden_state: torch.Tensor) -> dict[str, torch.Tensor]:
+def trace_layer(
+    model: nn.Module, index: int, hidden_state: torch.Tensor, *, taps: Iterable[str] | None = None
+) -> dict[str, torch.Tensor]:
     """Run encoder layer ``index`` alone on its input ``hidden_state`` [B, T, D] and return its taps.
 
     Keys are the short tap names (``q``, ``probs``, ``mlp_pre_act`` ...). Given
     ``trace(model, x).hidden_states[index]`` this reproduces that trace's ``layer(index)`` without
     running (or keeping) the other layers: the app uses it to show one layer in full detail.
+    ``taps`` keeps only the taps whose short name matches one of these glob patterns.
     """
     layer = _base_model(model).encoder.layer[index]
-    return _record(layer, lambda: layer(hidden_state), lambda key: True)
+    if taps is None:
+        return _record(layer, lambda: layer(hidden_state), lambda key: True)
+    wanted = re.compile("|".join(fnmatch.translate(p) for p in taps) or "(?!)")
+    return _record(layer, lambda: layer(hidden_state), lambda key: bool(wanted.match(key)))
 
 
 def _record(module: nn.Module, run, keep) -> dict[str, torch.Tensor]:
@@ -204,4 +210,6 @@ def _record(module: nn.Module, run, keep) -> dict[str, torch.Tensor]:
 
 
 def _base_model(model: nn.Module) -> nn.Module:
-    return getattr(model, "vit", model)
+    from .model import backbone  # here, not at the top: model.py imports this module
+
+    return backbone(model)

@@ -5,19 +5,27 @@ The app keeps two kinds of results in its caches:
 * :func:`run_core`: one traced forward pass, kept small: the embedding-stage taps, every hidden
   state, every attention map, the final norm, pooler and logits (ViT-B/16 at 224: about 30 MB).
 * :func:`run_layer`: the full detail of one encoder layer (q, k, v, scores, MLP activations ...),
-  recomputed from that layer's input hidden state in a few milliseconds when a page asks for it.
+  recomputed from that layer's input hidden state in a few milliseconds when a page asks for it;
+  :func:`layer_tap` gives one of those taps for every layer.
+
+It also holds the other model runs the pages need (the pooler's pre-activations, forward passes
+on occluded pictures, occlusion sensitivity); the maths on their results is in :mod:`.analysis`.
 
 Arrays drop the batch dimension (the app runs one image at a time).
 """
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
 import numpy as np
 import torch
 from torch import nn
 
+from . import analysis
 from .capture import trace, trace_layer
 from .config import ViTConfig
+from .model import backbone
 
 #: Taps of the embedding stage that the core trace keeps (besides the always-kept core taps).
 EMBEDDING_TAPS = ("patches", "patch_embeddings", "cls_token", "tokens_with_cls", "position_embeddings")
@@ -97,12 +105,26 @@ def run_core(model: nn.Module, pixel_values: torch.Tensor) -> dict[str, np.ndarr
     return out
 
 
-def run_layer(model: nn.Module, index: int, hidden_state: np.ndarray) -> dict[str, np.ndarray]:
-    """Every tap of encoder layer ``index`` given its input [T, D]; arrays without the batch axis."""
+def run_layer(model: nn.Module, index: int, hidden_state: np.ndarray, *,
+              taps: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Every tap of encoder layer ``index`` given its input [T, D]; arrays without the batch axis.
+
+    ``taps``: keep only the taps whose short name matches one of these glob patterns.
+    """
     x = torch.from_numpy(np.asarray(hidden_state, dtype=np.float32))[None]
     param = next(model.parameters())
-    taps = trace_layer(model, index, x.to(param.device, param.dtype))
-    return {name: _np(value[0]) for name, value in taps.items()}
+    out = trace_layer(model, index, x.to(param.device, param.dtype), taps=taps)
+    return {name: _np(value[0]) for name, value in out.items()}
+
+
+def layer_tap(model: nn.Module, hidden_states: np.ndarray, name: str) -> np.ndarray:
+    """One tap of every encoder layer, each layer run on its own input: [L, ...] float32.
+
+    ``hidden_states`` [L+1, T, D] (``run_core``'s); layer ``i`` is run on ``hidden_states[i]``
+    and its tap ``name`` (a short name of the capture module's list, e.g. ``"residual"``) kept.
+    """
+    num_layers = len(backbone(model).encoder.layer)
+    return np.stack([run_layer(model, i, hidden_states[i], taps=(name,))[name] for i in range(num_layers)])
 
 
 def display_image(pixel_values: np.ndarray, mean, std) -> np.ndarray:
@@ -126,14 +148,13 @@ def enlarge(image: np.ndarray, min_side: int = 256) -> np.ndarray:
 
 def final_norm_and_head(model: nn.Module):
     """The final LayerNorm and the classifier (or None) of a model, for views that re-apply them."""
-    base = getattr(model, "vit", model)
     head = getattr(model, "classifier", None)
-    return base.layernorm, head
+    return backbone(model).layernorm, head
 
 
 def parameter_breakdown(model: nn.Module) -> dict[str, int]:
-    """Parameter counts per seed class instance group (embeddings, each layer, final norm, pooler, head)."""
-    base = getattr(model, "vit", model)
+    """Parameter counts per module group (embeddings, each layer, final norm, pooler, head)."""
+    base = backbone(model)
     counts = {"ViTEmbeddings": sum(p.numel() for p in base.embeddings.parameters())}
     for i, layer in enumerate(base.encoder.layer):
         counts[f"ViTLayer {i}"] = sum(p.numel() for p in layer.parameters())
@@ -144,3 +165,87 @@ def parameter_breakdown(model: nn.Module) -> dict[str, int]:
     if head is not None:
         counts["classifier"] = sum(p.numel() for p in head.parameters())
     return counts
+
+
+# ------------------------------------------------------------------------------ the last stage
+def pooler_pre_activation(model: nn.Module, cls: np.ndarray) -> np.ndarray:
+    """The pooler's ``dense(CLS)`` before its tanh: [D] float32 (``pooler_output = tanh`` of it).
+
+    ``cls``: the normed CLS token ``last_hidden_state[0]`` [D]. The model must have a pooler.
+    """
+    dense = backbone(model).pooler.dense
+    x = torch.from_numpy(np.asarray(cls, dtype=np.float32))[None]
+    with torch.no_grad():
+        z = dense(x.to(dense.weight.device, dense.weight.dtype))
+    return _np(z[0])
+
+
+def image_feature(outputs) -> torch.Tensor:
+    """The image's feature vector for models without a classifier: pooler output, else the normed CLS [B, D]."""
+    return outputs.pooler_output if outputs.pooler_output is not None else outputs.last_hidden_state[:, 0]
+
+
+def model_answer(outputs) -> torch.Tensor:
+    """What a model gives for each image: its logits [B, K], or (no classifier) its feature vector [B, D]."""
+    return outputs.logits if outputs.logits is not None else image_feature(outputs)
+
+
+def occlusion_fill(model: nn.Module, fill: str = "grey"):
+    """The value hidden patches are filled with, in the normalised units the model sees.
+
+    ``"grey"``: 0, the mean colour after normalisation; ``"black"``: pixel value 0, i.e.
+    ``(0 - mean) / std`` per channel with the model's preprocessing (ViT's 0.5, 0.5 by default).
+    """
+    if fill == "grey":
+        return 0.0
+    if fill != "black":
+        raise ValueError(f"fill must be 'grey' or 'black', got {fill!r}")
+    spec = getattr(model, "preprocess_spec", None)
+    mean = np.asarray(getattr(spec, "image_mean", (0.5, 0.5, 0.5)), dtype=np.float64)
+    std = np.asarray(getattr(spec, "image_std", (0.5, 0.5, 0.5)), dtype=np.float64)
+    return tuple(float(v) for v in (0.0 - mean) / std)
+
+
+def _input(model: nn.Module, pixel_values: np.ndarray) -> torch.Tensor:
+    """One picture [C, H, W] as a batch of one on the model's device and dtype."""
+    param = next(model.parameters())
+    return torch.from_numpy(np.asarray(pixel_values, dtype=np.float32))[None].to(param.device, param.dtype)
+
+
+def occluded_output(model: nn.Module, pixel_values: np.ndarray, masked: Iterable[int], fill: str = "grey") -> np.ndarray:
+    """:func:`model_answer` of one plain forward pass (no trace) on the picture with patches hidden: [K] float32.
+
+    ``pixel_values`` [C, H, W] as the model sees it; ``masked``: row-major patch indices to fill
+    with :func:`occlusion_fill` (none: the model's answer on the picture itself).
+    """
+    config = model.config
+    x = _input(model, pixel_values)
+    cells = [divmod(int(i), config.grid_size) for i in masked]
+    if cells:
+        x = analysis.apply_occlusion(x, cells, config.patch_size, fill=occlusion_fill(model, fill))
+    with torch.no_grad():
+        return _np(model_answer(model(x))[0])
+
+
+def occlusion_sensitivity_map(model: nn.Module, pixel_values: np.ndarray, target: int | None, *, batch: int = 16,
+                              progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """How much hiding each patch (mean grey) lowers the model's answer: [g, g] float32.
+
+    With a ``target`` class: the drop of its softmax probability. Without one (models with no
+    classifier): the drop of the cosine similarity between the feature vector and the original
+    picture's. Positive: the patch helped. :func:`vit_explain.analysis.occlusion_sensitivity` runs
+    the ``g*g`` forward passes, ``batch`` at a time, calling ``progress(done, total)``.
+    """
+    x = _input(model, pixel_values)
+    if target is not None:
+        def predict(images: torch.Tensor) -> np.ndarray:
+            return analysis.softmax(model(images).logits, axis=-1)
+    else:
+        with torch.no_grad():
+            reference = _np(image_feature(model(x))[0])
+
+        def predict(images: torch.Tensor) -> np.ndarray:
+            return analysis.cosine_similarity(image_feature(model(images)), reference)[:, None]
+    result = analysis.occlusion_sensitivity(predict, x, model.config.patch_size, target if target is not None else 0,
+                                            batch=batch, fill=0.0, progress=progress)
+    return result.astype(np.float32)

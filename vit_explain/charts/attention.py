@@ -23,6 +23,7 @@ import numpy as np
 import plotly.colors as pcolors
 import plotly.graph_objects as go
 
+from .. import analysis
 from .common import ATTENTION_SCALE, SIGNED_SCALE, click_layer, f32, grid_lines, image_source, scale_label, style
 
 #: Colour of the query-patch marker (same as the selection box of ``common.click_layer``).
@@ -149,38 +150,16 @@ def query_maps(probs: np.ndarray, query_patch: int, grid: int) -> tuple[np.ndarr
 
 
 def cls_maps(probs: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
-    """What the CLS token looks at in each head: ``(maps [H, g, g], to_itself [H])``."""
-    rows = np.asarray(probs)[:, 0, :]
-    return patch_grid(rows, grid), rows[:, 0]
+    """What the CLS token looks at in each head: ``(maps [H, g, g], to_itself [H])``, raw weights
+    (:func:`vit_explain.analysis.cls_attention_map` with the heads kept)."""
+    probs = np.asarray(probs)
+    return f32(analysis.cls_attention_map(probs, grid, head_fusion=None)), probs[:, 0, 0]
 
 
-def uniform_attention_distance(grid: int, patch_size: int) -> float:
-    """Mean attention distance (pixels) of a head that spreads its weight evenly over the patches.
-
-    The mean Euclidean distance between patch centres over all (query, key) pairs, self-pairs
-    included, which is what ``analysis.mean_attention_distance`` gives for uniform attention.
-    """
-    rows, cols = np.divmod(np.arange(grid * grid), grid)
-    d = np.hypot(rows[:, None] - rows[None, :], cols[:, None] - cols[None, :])
-    return float(d.mean() * patch_size)
-
-
-def head_contributions(context: np.ndarray, weight: np.ndarray, num_heads: int) -> np.ndarray:
-    """Split the output projection into one term per head: ``[H, T, D]``.
-
-    ``attention_output = context @ W.T + b`` and the columns of ``context`` come in H blocks of
-    ``d`` (one per head), so the product is a sum of H terms ``context[:, head block] @ W[:, head
-    block].T``. Adding the bias to the sum of the terms gives ``attention_output`` back.
-    """
-    context = np.asarray(context, dtype=np.float64)
-    weight = np.asarray(weight, dtype=np.float64)
-    t, dim = context.shape
-    if dim % num_heads:
-        raise ValueError(f"hidden size {dim} is not divisible by {num_heads} heads")
-    d = dim // num_heads
-    per_head = context.reshape(t, num_heads, d).transpose(1, 0, 2)  # "t (h d) -> h t d"
-    w = weight.reshape(weight.shape[0], num_heads, d).transpose(1, 2, 0)  # "o (h d) -> h d o"
-    return np.matmul(per_head, w)  # [H, T, d] @ [H, d, D] -> [H, T, D]; a batched matmul, 10x faster than einsum
+# The numbers below have their one definition in vit_explain.analysis; the names stay here for
+# existing callers.
+uniform_attention_distance = analysis.uniform_attention_distance
+head_contributions = analysis.head_contributions
 
 
 def block_mean(matrix: np.ndarray, max_rows: int | None = None, max_cols: int | None = None,
@@ -405,30 +384,8 @@ def token_matrix(matrix: np.ndarray, title: str, *, kind: str, zmax: float = 1.0
 
 def cls_destinations(probs: np.ndarray, prefix_names: list[str], grid: int,
                      artefacts: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Where the CLS token's attention goes, per head: shares that sum to 1 over the groups.
-
-    ``probs`` [H, T, T] with the prefix tokens named by ``prefix_names`` first ("CLS", "DIST",
-    "REG0" ...) and the g*g patches last. ``artefacts``: a [g*g] boolean mask of high-norm patch
-    tokens, counted as their own group. Returns {group name: [H] shares}, groups with no tokens left out.
-    """
-    a = np.asarray(probs, dtype=np.float64)[:, 0, :]  # [H, T], the CLS row
-    n = grid * grid
-    start = a.shape[-1] - n
-    if start < 1 or len(prefix_names) != start:
-        raise ValueError(f"{a.shape[-1]} tokens do not fit {len(prefix_names)} prefix tokens + a {grid}x{grid} grid")
-    names = list(prefix_names)
-    groups = {"CLS itself": a[:, 0]}
-    if "DIST" in names:
-        groups["distillation token"] = a[:, names.index("DIST")]
-    registers = [i for i, name in enumerate(names) if name.startswith("REG")]
-    if registers:
-        groups["register tokens"] = a[:, registers].sum(axis=1)
-    patches = a[:, start:]
-    mask = np.zeros(n, dtype=bool) if artefacts is None else np.asarray(artefacts, dtype=bool).reshape(n)
-    if mask.any():
-        groups["high-norm patches"] = patches[:, mask].sum(axis=1)
-    groups["other patches"] = patches[:, ~mask].sum(axis=1)
-    return {k: f32(v) for k, v in groups.items()}
+    """:func:`vit_explain.analysis.cls_destinations` as float32: {group name: [H] shares of CLS's attention}."""
+    return {k: f32(v) for k, v in analysis.cls_destinations(probs, prefix_names, grid, artefacts).items()}
 
 
 def cls_destination_bars(groups: dict[str, np.ndarray], title: str, height: int = 340) -> go.Figure:

@@ -50,22 +50,9 @@ def similarity_mosaic(maps: np.ndarray, step: int = 1) -> tuple[np.ndarray, np.n
 
 
 def similarity_by_distance(sim: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and standard deviation of ``sim`` ``[N, N]`` over patch pairs, grouped by their distance.
-
-    Distances are Euclidean between patch centres in patches, rounded to 0.5; the pair of a patch
-    with itself (distance 0) is included. Returns ``(distances, means, stds)``.
-    """
-    sim = np.asarray(sim, dtype=np.float64)
-    r, c = np.divmod(np.arange(grid * grid), grid)
-    dist = np.hypot(r[:, None] - r[None, :], c[:, None] - c[None, :])
-    bins = np.round(dist * 2).astype(np.int64).ravel()
-    counts = np.bincount(bins)
-    keep = counts > 0
-    sums = np.bincount(bins, weights=sim.ravel())
-    squares = np.bincount(bins, weights=sim.ravel() ** 2)
-    means = sums[keep] / counts[keep]
-    stds = np.sqrt(np.maximum(squares[keep] / counts[keep] - means**2, 0.0))
-    return (np.nonzero(keep)[0] / 2).astype(np.float32), means.astype(np.float32), stds.astype(np.float32)
+    """:func:`vit_explain.analysis.similarity_by_distance` as float32: ``(distances, means, stds)``."""
+    distances, means, stds = analysis.similarity_by_distance(sim, grid)
+    return f32(distances), f32(means), f32(stds)
 
 
 def dimension_window(num_tokens: int, hidden: int, budget: int = 24_576, widest: int = 96) -> int:
@@ -145,7 +132,7 @@ def token_norms_figure(tokens: np.ndarray, position: np.ndarray, embeddings: np.
     for name, values, colour in (("token (CLS or patch embedding)", tokens, "#4a90c2"),
                                  ("position embedding", np.broadcast_to(position, tokens.shape), "#ff7f0e"),
                                  ("sum = embedding", embeddings, "#2ca02c")):
-        fig.add_trace(go.Scatter(x=x, y=f32(np.linalg.norm(values, axis=1)), name=name, mode="lines+markers",
+        fig.add_trace(go.Scatter(x=x, y=f32(analysis.token_norms([values])[0]), name=name, mode="lines+markers",
                                  marker=dict(size=3), line=dict(color=colour, width=1.5),
                                  hovertemplate=f"{name}<br>token %{{x}}: length %{{y:.3f}}<extra></extra>"))
     fig.update_yaxes(rangemode="tozero")

@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import analysis
 from .common import ATTENTION_SCALE, attention_range, equal_axes, f32, grid_lines, image_source, scale_label, style
 
 #: Qualitative colours for heads (cycled when there are more heads than colours).
@@ -123,22 +124,8 @@ def layer_block_svg(layer_index: int | None = None) -> str:
 
 # ------------------------------------------------------------------------------- residual stream
 def stream_norms(hidden_states: np.ndarray, residuals: np.ndarray) -> dict[str, np.ndarray]:
-    """Norms of the residual stream and of what each branch adds to it, per layer and token.
-
-    ``hidden_states`` [L+1, T, D] (stream before layer l = hidden_states[l]); ``residuals`` [L, T, D]
-    (the stream after layer l's attention branch was added). Returns float32 arrays:
-    ``stream`` [L+1, T] (norm of the stream), ``attention`` [L, T] (norm of the attention branch's
-    update = residual - input) and ``mlp`` [L, T] (norm of the MLP branch's update = output - residual).
-    """
-    h = np.asarray(hidden_states, dtype=np.float64)
-    r = np.asarray(residuals, dtype=np.float64)
-    if h.ndim != 3 or r.shape != (h.shape[0] - 1,) + h.shape[1:]:
-        raise ValueError(f"stream_norms: expected hidden [L+1, T, D] and residuals [L, T, D], got {h.shape}, {r.shape}")
-    return {
-        "stream": f32(np.linalg.norm(h, axis=-1)),
-        "attention": f32(np.linalg.norm(r - h[:-1], axis=-1)),
-        "mlp": f32(np.linalg.norm(h[1:] - r, axis=-1)),
-    }
+    """:func:`vit_explain.analysis.stream_norms` as float32: ``stream`` [L+1, T], ``attention`` and ``mlp`` [L, T]."""
+    return {name: f32(values) for name, values in analysis.stream_norms(hidden_states, residuals).items()}
 
 
 def stream_figure(norms: dict[str, np.ndarray], token: int | None, token_label: str) -> go.Figure:
@@ -247,11 +234,12 @@ def token_norms_figure(norms: np.ndarray, mask: np.ndarray, grid: int, *, relati
 
 # ------------------------------------------------------------------------------- CLS attention per layer
 def cls_attention_maps(attentions: np.ndarray, grid: int) -> np.ndarray:
-    """CLS query's attention on each patch, averaged over heads, per layer: [L, g, g] (raw weights)."""
-    a = np.asarray(attentions, dtype=np.float32)
-    if a.ndim != 4 or a.shape[-1] < grid * grid + 1:
+    """CLS query's raw attention on each patch, averaged over heads, per layer: [L, g, g] float32
+    (:func:`vit_explain.analysis.cls_attention_map` of every layer)."""
+    a = np.asarray(attentions)
+    if a.ndim != 4:
         raise ValueError(f"cls_attention_maps: expected [L, H, T, T] with T >= {grid * grid + 1}, got {a.shape}")
-    return f32(a[:, :, 0, -grid * grid:].mean(axis=1).reshape(a.shape[0], grid, grid))  # patches are the last g*g
+    return f32(analysis.cls_attention_map(a, grid))
 
 
 def cls_attention_facets(maps: np.ndarray, *, fixed: bool = False, relative: bool = False, cols: int = 6,

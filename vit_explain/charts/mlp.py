@@ -12,11 +12,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import analysis
 from .common import SIGNED_SCALE, f32, style
 from .layers import picture_trace
 
-#: A value counts as "switched off" by the activation when its magnitude is below this.
-NEAR_ZERO = 0.05
+#: A value counts as "switched off" by the activation when its magnitude is below this (defined in analysis).
+NEAR_ZERO = analysis.NEAR_ZERO
 
 
 # ------------------------------------------------------------------------------- token and feature windows
@@ -90,24 +91,14 @@ def mapping_figure(left: np.ndarray, right: np.ndarray, *, grid: int, title: str
 
 # ------------------------------------------------------------------------------- the activation
 def activation_stats(pre: np.ndarray, post: np.ndarray, tol: float = NEAR_ZERO) -> dict[str, float]:
-    """Shares of the M x T activations: below zero before, and near zero after, the activation."""
-    pre = np.asarray(pre, dtype=np.float32)
-    post = np.asarray(post, dtype=np.float32)
-    n = max(pre.size, 1)
-    return {
-        "negative": float((pre < 0).sum() / n),
-        "near_zero": float((np.abs(post) < tol).sum() / n),
-        "active": float((post > tol).sum() / n),
-        "pre_mean": float(pre.mean()) if pre.size else 0.0,
-        "pre_std": float(pre.std()) if pre.size else 0.0,
-    }
+    """Shares of the M x T activations below zero before, and near zero after, the activation
+    (:func:`vit_explain.analysis.activation_stats`)."""
+    return analysis.activation_stats(pre, post, tol)
 
 
 def active_share_map(post: np.ndarray, grid: int, tol: float = NEAR_ZERO) -> np.ndarray:
-    """For each patch, the share of its M hidden units that the activation left on (> tol): [g, g]."""
-    post = np.asarray(post, dtype=np.float32)
-    share = (post[-grid * grid:] > tol).mean(axis=1)  # the patch tokens, after CLS and any other prefix
-    return f32(share.reshape(grid, grid))
+    """:func:`vit_explain.analysis.active_share_map` as float32: [g, g] share of each patch's units left on."""
+    return f32(analysis.active_share_map(post, grid, tol))
 
 
 def curve_range(pre: np.ndarray, low_q: float = 0.1, high_q: float = 99.9, at_least: float = 4.0) -> tuple[float, float]:
@@ -179,10 +170,8 @@ def _picture_axes(fig: go.Figure, size: int) -> None:
 
 # ------------------------------------------------------------------------------- the residual
 def update_ratio(residual: np.ndarray, mlp_output: np.ndarray) -> np.ndarray:
-    """‖MLP output‖ / ‖stream before the MLP‖ per token: how big a change the MLP makes ([T])."""
-    r = np.linalg.norm(np.asarray(residual, dtype=np.float64), axis=-1)
-    m = np.linalg.norm(np.asarray(mlp_output, dtype=np.float64), axis=-1)
-    return f32(np.divide(m, r, out=np.zeros_like(m), where=r > 0))
+    """:func:`vit_explain.analysis.update_ratio` as float32: ‖MLP output‖ / ‖stream before the MLP‖ per token."""
+    return f32(analysis.update_ratio(residual, mlp_output))
 
 
 def update_ratio_figure(image: np.ndarray, ratio: np.ndarray, grid: int) -> go.Figure:
@@ -207,7 +196,7 @@ def residual_figure(residual: np.ndarray, mlp_output: np.ndarray, output: np.nda
     rows = rows[:, :n]
     lim = robust_limit(rows, q=99.0)
     names = ["x (stream before the MLP)", "+ MLP output", "= layer output"]
-    norms = np.linalg.norm(rows, axis=1)
+    norms = analysis.token_norms([rows])[0]
     fig = go.Figure(go.Heatmap(
         z=f32(rows), y=[f"{name}  ‖·‖={v:.2f}" for name, v in zip(names, norms)], x0=0, dx=1, zmin=-lim, zmax=lim,
         zmid=0, colorscale=SIGNED_SCALE, colorbar=dict(title=dict(text="value", side="right")),

@@ -12,6 +12,7 @@ import numpy as np
 import plotly.graph_objects as go
 from einops import rearrange
 
+from .. import analysis
 from .common import equal_axes, f32, image_source, style
 
 CHANNEL_COLOURS = ("#d62728", "#2ca02c", "#1f77b4")
@@ -54,18 +55,8 @@ def patch_tiles(image: np.ndarray, patch_size: int) -> np.ndarray:
 
 
 def conv_as_linear(weight: np.ndarray, bias: np.ndarray | None, patch_vector: np.ndarray) -> np.ndarray:
-    """The patch embedding as one matrix product: ``W.reshape(D, C*P*P) @ patch + b``.
-
-    ``weight`` is the Conv2d kernel ``[D, C, P, P]``; ``patch_vector`` is the patch flattened in
-    (c, p1, p2) order, exactly what ``rearrange(..., "b c (h p1) (w p2) -> b (h w) (c p1 p2)")``
-    produces. A convolution whose kernel and stride both equal P visits each patch once and
-    takes this dot product there, so the two give the same numbers.
-    """
-    w = np.asarray(weight, dtype=np.float64).reshape(weight.shape[0], -1)
-    out = w @ np.asarray(patch_vector, dtype=np.float64)
-    if bias is not None:
-        out = out + np.asarray(bias, dtype=np.float64)
-    return out.astype(np.float32)
+    """:func:`vit_explain.analysis.conv_as_linear` as float32: ``W.reshape(D, C*P*P) @ patch + b``."""
+    return f32(analysis.conv_as_linear(weight, bias, patch_vector))
 
 
 def filter_tiles(components: np.ndarray) -> np.ndarray:

@@ -12,6 +12,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import analysis
+from ..config import ViTConfig
+from ..flops import total_flops
 from .common import ATTENTION_SCALE, SIGNED_SCALE, click_layer, equal_axes, f32, image_source, style
 
 #: Colours for "before" and "after" in the comparison charts (colour-blind safe pair).
@@ -20,36 +23,29 @@ AFTER_COLOR = "#f58518"
 MASK_COLOR = "rgba(128,128,128,0.92)"
 
 
-# ------------------------------------------------------------------------------ small maths
+# ------------------------------------------------------------------------------ kept names
+# The numbers come from vit_explain.analysis and vit_explain.flops (their one definition); these
+# names only hand them over as float32, ready for a figure.
 def cls_attention_map(attention_layer: np.ndarray, grid: int) -> np.ndarray:
-    """Where the CLS token looks in one layer: the mean over heads of its row, patches only.
-
-    ``attention_layer`` is ``[H, T, T]`` with ``T = grid * grid + 1`` (CLS first). The CLS->patch
-    weights are renormalised to sum to 1 over the patches (the weight CLS keeps on itself is
-    dropped) and returned as ``[grid, grid]`` float32.
-    """
-    a = np.asarray(attention_layer, dtype=np.float64)
-    if a.ndim != 3 or a.shape[-1] < grid * grid + 1 or a.shape[-2] != a.shape[-1]:
+    """:func:`vit_explain.analysis.cls_attention_map` of one layer ``[H, T, T]``, heads averaged,
+    renormalised over the patches, as ``[grid, grid]`` float32."""
+    a = np.asarray(attention_layer)
+    if a.ndim != 3:
         raise ValueError(f"expected [H, T, T] with T >= {grid * grid + 1}, got {a.shape}")
-    row = a[:, 0, -grid * grid:].mean(axis=0)  # the patches are the last g*g tokens
-    total = row.sum()
-    row = row / total if total > 0 else np.zeros_like(row)
-    return f32(row.reshape(grid, grid))
+    return f32(analysis.cls_attention_map(a, grid, renormalise=True))
 
 
 def token_mean_std(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (population) standard deviation of each token's D features: two ``[T]`` arrays."""
-    x = np.asarray(tokens, dtype=np.float64)
-    return f32(x.mean(axis=-1)), f32(x.std(axis=-1))
+    """:func:`vit_explain.analysis.token_mean_std` as float32: two ``[T]`` arrays."""
+    mean, std = analysis.token_mean_std(tokens)
+    return f32(mean), f32(std)
 
 
 def forward_flops(image_size: int, patch_size: int, hidden: int, layers: int, mlp: int, channels: int = 3) -> float:
-    """Rough multiply-add count x 2 of one forward pass (for deciding what to compute eagerly)."""
-    n = (image_size // patch_size) ** 2
-    t = n + 1
-    embed = 2 * n * channels * patch_size * patch_size * hidden
-    per_layer = 2 * t * (4 * hidden * hidden + 2 * hidden * mlp) + 4 * t * t * hidden
-    return float(embed + layers * per_layer)
+    """FLOPs of one forward pass of a plain ViT encoder (no head): :func:`vit_explain.flops.total_flops`."""
+    config = ViTConfig(image_size=image_size, patch_size=patch_size, hidden_size=hidden, num_hidden_layers=layers,
+                       num_attention_heads=1, intermediate_size=mlp, num_channels=channels)
+    return float(total_flops(config, classifier=False))
 
 
 # ------------------------------------------------------------------------------ picture helpers

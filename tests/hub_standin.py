@@ -2,7 +2,8 @@
 
 Tests serve small random checkpoints under real repository ids (``facebook/deit-tiny-patch16-224``
 ...) so the app's whole Hub path runs with no network. Every request is logged in ``requests``;
-``gated`` repositories answer 401 with the Hub's gated-repo error code.
+``gated`` repositories answer 401 with the Hub's gated-repo error code; ``listed_sizes`` makes the file
+listing state other sizes than the files have (a "600 MB" model that downloads in a blink).
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "AL
 class StandInHub:
     """Serves ``repos`` ({repo id: {file name: bytes}}) the way huggingface.co does, from a thread."""
 
-    def __init__(self, repos: dict[str, dict[str, bytes]], *, gated: tuple[str, ...] = (), delay_s: float = 0.0):
+    def __init__(self, repos: dict[str, dict[str, bytes]], *, gated: tuple[str, ...] = (), delay_s: float = 0.0,
+                 listed_sizes: dict[str, dict[str, int]] | None = None):
         import time
 
         hub = self
         self.repos = repos
         self.gated = set(gated)
+        #: sizes the file listing states instead of the real ones ({repo: {file: bytes}}), to stand for big files
+        self.listed_sizes = listed_sizes or {}
         self.requests: list[str] = []
         self._lock = threading.Lock()
 
@@ -70,7 +74,8 @@ class StandInHub:
                                      [("X-Error-Code", "GatedRepo"), ("Content-Type", "application/json")])
                 files = hub.repos[repo_id]
                 if api:
-                    siblings = [{"rfilename": name, "size": len(data)} for name, data in files.items()]
+                    listed = hub.listed_sizes.get(repo_id, {})
+                    siblings = [{"rfilename": name, "size": listed.get(name, len(data))} for name, data in files.items()]
                     info = json.dumps({"id": repo_id, "sha": COMMIT, "siblings": siblings}).encode()
                     return self.send(200, info, [("Content-Type", "application/json")])
                 prefix = f"{repo_id}/resolve/"

@@ -18,6 +18,7 @@ from ..config import ViTConfig
 from ..pipeline import MAX_TOKENS, attention_memory_bytes, check_token_budget, display_image
 from ..preprocess import InvalidImageError, image_digest
 from . import state
+from .hub_box import HUB_OTHER, allowed, choose_hub_model, remember_loaded
 from .navigation import PAGE_CONFIG, install_page_styles, leave_folder_mode
 from .pictures import choose_picture, picture_messages
 from .run import Run, RunKey, core_trace
@@ -125,6 +126,8 @@ def _count(n: int, noun: str) -> str:
 
 # ---------------------------------------------------------------------------------- the model
 def choose_model() -> str | None:
+    from ..weights import KNOWN_CHECKPOINTS
+
     st.sidebar.subheader("Model")
     options = model_options()
     key = state.remember(state.MODEL, state.one_of(list(options), next(iter(options))))
@@ -132,9 +135,9 @@ def choose_model() -> str | None:
         "Weights", list(options), format_func=options.get, key=key, persist_state=state.PERSIST,
         help="Trained weights show what a real ViT learned; random weights show the bare mechanics.",
     )
-    if choice.startswith(HUB):
-        from ..weights import KNOWN_CHECKPOINTS
-
+    if choice == HUB_OTHER:
+        return choose_hub_model()
+    if choice.startswith(HUB) and choice[len(HUB):] in KNOWN_CHECKPOINTS:
         info = KNOWN_CHECKPOINTS[choice[len(HUB):]]
         st.sidebar.caption(f"{info.description} {info.num_parameters / 1e6:.1f}M parameters; "
                            f"downloads about {info.download_mb:.0f} MB once, then comes from the cache."
@@ -163,8 +166,14 @@ def load_base(source: str):
         log.warning("a session asked for a server folder in classroom mode: refused")
         st.sidebar.error("Checkpoint folders on the server are switched off here (VIT_EXPLAIN_CLASSROOM).")
         return False
-    from ..weights import CheckpointError
+    from ..weights import KNOWN_CHECKPOINTS, CheckpointError
 
+    parsed = ModelSource.parse(source)
+    offered = parsed.kind == "hub" and parsed.name in KNOWN_CHECKPOINTS
+    if parsed.kind == "hub" and not offered and not allowed(parsed.hub_repo[0]):  # state could still hold it
+        log.warning("a session asked for %s, which this classroom server does not allow", source)
+        st.sidebar.error(f"This server does not download {parsed.hub_repo[0]} (VIT_EXPLAIN_HUB_ALLOW).")
+        return False
     bar = st.sidebar.empty()
 
     def progress(fraction: float, message: str) -> None:
@@ -179,6 +188,8 @@ def load_base(source: str):
         st.sidebar.error(f"Could not load this model: {exc}", icon=":material/cloud_off:")
         return False
     bar.empty()
+    if parsed.kind == "hub" and not offered:  # loaded through the box: offer it in the weights list from now on
+        remember_loaded(source, f"{parsed.name} — Hub")
     return model
 
 

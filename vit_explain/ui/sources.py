@@ -79,6 +79,12 @@ class ModelSource:
         return self.kind != "random"
 
     @property
+    def hub_repo(self) -> tuple[str, str | None]:
+        """(repo id, revision or None) of a Hub source written ``hub:org/name`` or ``hub:org/name@revision``."""
+        repo_id, _, revision = self.name.partition("@")
+        return repo_id, revision or None
+
+    @property
     def bundled_name(self) -> str | None:
         return self.name if self.kind == "bundled" else None
 
@@ -106,6 +112,11 @@ def model_options() -> dict[str, str]:
     options[RANDOM] = "Random weights (untrained)"
     for repo_id, info in KNOWN_CHECKPOINTS.items():
         options[HUB + repo_id] = f"{info.title} — Hub, {info.download_mb:.0f} MB"
+    from .hub_box import HUB_OTHER, box_enabled, loaded_models
+
+    if box_enabled():
+        options.update(loaded_models())
+        options[HUB_OTHER] = "Another model on the Hub (type its id)"
     if not classroom_mode():  # on a shared server a path box would let anyone probe the server's disk
         options[LOCAL] = "A checkpoint folder on this computer"
     return options
@@ -142,7 +153,8 @@ def fetch(source: str, progress: ProgressFn | None = None) -> None:
     from ..weights import fetch_repo
     from ..weights.hf_format import check_config
 
-    fetch_repo(parsed.name, progress=progress, check=check_config)
+    repo_id, revision = parsed.hub_repo
+    fetch_repo(repo_id, revision=revision, progress=progress, check=check_config)
 
 
 def get_model(source: str, config: ViTConfig | None = None):
@@ -183,7 +195,8 @@ def _checkpoint(source: str):
         model.source = BUNDLED_MODELS[parsed.name][1]  # not the server's absolute path
         return model
     if parsed.kind == "hub":
-        return load_checkpoint(parsed.name)
+        repo_id, revision = parsed.hub_repo
+        return load_checkpoint(repo_id, revision=revision)
     if parsed.kind == "local":
         return load_checkpoint(parsed.name)
     raise ValueError(f"unknown model source {source!r}")

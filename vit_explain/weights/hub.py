@@ -85,6 +85,26 @@ def _mb(size: int | None) -> str:
     return f"{size / 1e3:.0f} kB" if size < 1e6 else f"{size / 1e6:.1f} MB"
 
 
+def _model_info(repo_id: str, revision: str | None, endpoint: str):
+    """The repository's file list with sizes; its errors become messages a person understands."""
+    import huggingface_hub
+    from huggingface_hub.utils import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return huggingface_hub.HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True)
+    except GatedRepoError as exc:
+        raise CheckpointError(
+            f"{repo_id!r} is a gated repository: accept its terms on huggingface.co and log in "
+            "(huggingface-cli login) before downloading it."
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise CheckpointError(f"There is no public model called {repo_id!r} on the Hugging Face Hub (check the spelling).") from exc
+    except RevisionNotFoundError as exc:
+        raise CheckpointError(f"{repo_id!r} has no revision {revision!r}.") from exc
+    except (HfHubHTTPError, OSError) as exc:
+        raise _unreachable(repo_id, f"the Hub did not answer ({exc.__class__.__name__})") from exc
+
+
 def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn,
                   check: Callable[[dict[str, Any], str], Any] | None = None) -> Path:
     """The snapshot folder holding the checkpoint's files, from the cache or downloaded.
@@ -93,16 +113,8 @@ def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn,
     requested and raises CheckpointError for a model that cannot run here: a refusal costs one
     small download, not the weights'.
     """
-    import huggingface_hub
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import (
-        EntryNotFoundError,
-        GatedRepoError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 
     common = dict(repo_id=repo_id, revision=revision, cache_dir=None if cache_dir is None else str(cache_dir))
 
@@ -129,19 +141,7 @@ def _hub_download(repo_id: str, *, revision, cache_dir, report: ProgressFn,
         raise _unreachable(repo_id, f"no connection to {urlparse(endpoint).hostname} (this machine seems to be offline)")
 
     # 3. Which files, and how big.
-    try:
-        info = huggingface_hub.HfApi(endpoint=endpoint).model_info(repo_id, revision=revision, files_metadata=True)
-    except GatedRepoError as exc:
-        raise CheckpointError(
-            f"{repo_id!r} is a gated repository: accept its terms on huggingface.co and log in "
-            "(huggingface-cli login) before downloading it."
-        ) from exc
-    except RepositoryNotFoundError as exc:
-        raise CheckpointError(f"There is no public model called {repo_id!r} on the Hugging Face Hub (check the spelling).") from exc
-    except RevisionNotFoundError as exc:
-        raise CheckpointError(f"{repo_id!r} has no revision {revision!r}.") from exc
-    except (HfHubHTTPError, OSError) as exc:
-        raise _unreachable(repo_id, f"the Hub did not answer ({exc.__class__.__name__})") from exc
+    info = _model_info(repo_id, revision, endpoint)
     sizes = {s.rfilename: getattr(s, "size", None) for s in (info.siblings or [])}
     if CONFIG_NAME not in sizes:
         raise CheckpointError(f"{repo_id!r} has no config.json; it is not a transformers model repository.")

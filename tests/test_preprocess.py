@@ -1,4 +1,5 @@
-"""Tests for vit_explain.preprocess: every kind of bad upload, and parity with transformers.
+"""Tests for vit_explain.preprocess (and the decoding it re-exports from vit_explain.imagefile): every
+kind of bad upload, and parity with transformers.
 
 All fixtures are made in memory by the tests themselves; nothing is read from disk except the
 scikit-image sample photos.
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image, JpegImagePlugin
 
-from vit_explain import preprocess as pp
+from vit_explain import imagefile, preprocess as pp
 from vit_explain.preprocess import (
     DECODE_MAX_SIDE,
     MAX_PIXELS,
@@ -166,7 +167,7 @@ def test_pil_global_limit_is_left_alone():
 
 def test_encoded_size_limit(monkeypatch):
     data = encode(noise(64, 64), "PNG")
-    monkeypatch.setattr(pp, "MAX_BYTES", len(data) - 1)
+    monkeypatch.setattr(imagefile, "MAX_BYTES", len(data) - 1)  # where load_image reads it
     with pytest.raises(InvalidImageError, match="limit"):
         load_image(data)
 
@@ -590,6 +591,33 @@ def test_parity_checkpoint_spec(hf_processor_class, photos, settings):
         diff = float((ours - theirs).abs().max())
         assert diff <= PARITY_TOL, (name, diff)
         assert diff <= 1e-6, (name, diff)
+
+
+@pytest.mark.parametrize("class_name", ["ViTImageProcessorPil", "DeiTImageProcessorPil", "BitImageProcessorPil"])
+def test_parity_with_each_processor_from_its_own_config(class_name, photos):
+    """A Hugging Face checkpoint's preprocessor_config.json keeps transformers' arithmetic (floored crop
+    offsets), for ViT, DeiT and BiT processors, on odd and even, tall and wide pictures."""
+    transformers = pytest.importorskip("transformers")
+    cls = getattr(transformers, class_name, None) or getattr(transformers, class_name.removesuffix("Pil"), None)
+    if cls is None:
+        pytest.skip(f"this transformers has no {class_name}")
+    processor = cls()
+    spec = PreprocessSpec.from_dict(processor.to_dict())
+    assert spec.convention == "hf" and spec.describe().startswith("Hugging Face image processor: ")
+    odd = noise(641, 427, seed=9)
+    pictures = {**photos, "odd-641x427": odd, "odd-427x641": odd.transpose(Image.Transpose.TRANSPOSE)}
+    for name, photo in pictures.items():
+        ours, theirs = to_pixel_values(photo, spec), _hf(processor, photo)
+        assert ours.shape == theirs.shape, (name, ours.shape, theirs.shape)
+        diff = float((ours - theirs).abs().max())
+        assert diff <= 1e-6, (name, diff)
+
+
+def test_preprocess_reexports_the_decoding_module():
+    for name in ("load_image", "InvalidImageError", "image_digest", "MAX_BYTES", "MAX_PIXELS", "DECODE_MAX_SIDE",
+                 "MIN_SIDE", "MAX_ASPECT_RATIO", "ACCEPTED_FORMATS"):
+        assert getattr(pp, name) is getattr(imagefile, name), name
+        assert name in pp.__all__
 
 
 def test_written_config_loads_in_transformers(hf_processor_class, photos):

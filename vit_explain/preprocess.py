@@ -1,512 +1,61 @@
-"""From an uploaded file to the tensor a Vision Transformer reads, in two safe steps.
+"""The model's preprocessing: from an RGB picture to the ``[1, C, H, W]`` tensor a ViT reads.
 
-1. ``load_image(data)`` takes untrusted bytes (or a path) and returns a plain 8-bit ``RGB``
-   ``PIL.Image.Image`` with the camera's EXIF orientation applied, or raises
-   :class:`InvalidImageError` with a sentence a person can act on. Nothing else escapes it.
-2. ``to_pixel_values(image, spec)`` resizes, crops, rescales and normalises that picture exactly
-   the way Hugging Face's ViT image processor does and returns a ``[1, C, H, W]`` float tensor.
-   ``spec`` is a ViT config (anything with ``image_size`` and ``num_channels``) or a
-   :class:`PreprocessSpec` read from a checkpoint's ``preprocessor_config.json``.
+``to_pixel_values(image, spec)`` resizes, crops, rescales and normalises a picture as the
+checkpoint's pictures were in training. ``spec`` is a ViT config (anything with ``image_size`` and
+``num_channels``), a :class:`PreprocessSpec`, or a ``preprocessor_config.json`` dict. A spec follows
+one of two conventions (``PreprocessSpec.convention``); its numbers equal that library's to float32
+rounding, and ``spec.describe()`` says in one sentence which transform is in use.
 
-What ``load_image`` does with awkward input (the limits are the module constants below):
+* ``"hf"``: transformers' ViT / DeiT / BiT image processors (PIL backend). A centre crop starts at
+  ``(H - h) // 2`` (floored); a picture smaller than the crop is padded with zeros, the extra odd
+  pixel before it; rescaling multiplies in float64, then rounds to float32.
+* ``"timm"``: timm's eval transform, ``create_transform(**resolve_data_config(...))``, built by
+  :meth:`PreprocessSpec.from_timm`. torchvision's ``Resize`` of a PIL picture is PIL's
+  ``Image.resize`` with the filter (always antialiased); its ``CenterCrop`` starts at
+  ``int(round((H - h) / 2.0))`` (Python's round: an exact half goes to the even number, so it often
+  lands one pixel after the Hugging Face crop) and pads the extra odd pixel after the picture;
+  ``ToTensor`` divides by 255 in float32 (the same 256 values as the float64 product), and
+  ``Normalize`` subtracts and divides in float32, as both conventions do here. crop_mode
+  ``"center"`` resizes the shortest side, ``"squash"`` both sides, and ``"border"`` the longest
+  (``fit_inside``), padding with the mean colour (``pad_fill``) before the crop.
 
-* empty file, not an image, unsupported format (PDF, HTML, SVG, HEIC, ...): refused, and the
-  message names what the file seems to be and what to upload instead;
-* truncated file (the upload was cut off): refused, never returned half grey (this relies on
-  PIL's default ``ImageFile.LOAD_TRUNCATED_IMAGES = False``, which nothing here changes);
-* more than ``MAX_PIXELS`` pixels, judged from the header before a single pixel is decoded
-  (decompression bombs): refused; PIL's own bomb error or warning-as-error becomes the same
-  refusal. PIL's global ``Image.MAX_IMAGE_PIXELS`` is read by PIL, never changed here;
-* larger than ``DECODE_MAX_SIDE`` on its long side: JPEGs are decoded at 1/2, 1/4 or 1/8 scale
-  by the JPEG decoder itself (``Image.draft``; it may stop at 3/4 of the limit, e.g. 4032 ->
-  2016 px), other formats are decoded in full and then scaled down, so what comes back is at
-  most ``DECODE_MAX_SIDE`` pixels on its long side;
-* thinner than ``MAX_ASPECT_RATIO`` : 1 or smaller than ``MIN_SIDE`` on a side: refused. A ViT
-  squeezes every picture into a square grid of patches, so a 1 x 4000 strip would become
-  meaningless stripes; the message says so;
-* 16-bit and 32-bit integer images are scaled from their bit depth (65535 -> 255); float images
-  from [0, 1] (or [0, 255]) when their values lie there, otherwise from their own min..max, so
-  nothing is clipped to white;
-* CMYK is converted to RGB (through its embedded ICC profile when it has one);
-* transparency (RGBA, LA, palette or colour-key transparency) is composited onto white, so
-  transparent areas look as they do in a browser instead of turning black;
-* animated GIF/WebP and multi-page TIFF: the first frame;
-* grayscale and 1-bit images: copied into three equal channels.
-
-RGB images keep their raw values: an embedded ICC profile (for example Display P3) is not
-applied, which is how the models were trained and what transformers does.
-
-Nothing here changes PIL's global settings (``Image.MAX_IMAGE_PIXELS``,
-``ImageFile.LOAD_TRUNCATED_IMAGES``, warning filters), so many sessions can load images at once.
-
-The returned image carries only ``image.info["source"]``: the file's format, mode,
-width x height before any scaling or rotation, and its number of frames (the app shows it).
+Safe decoding of uploaded files lives in :mod:`vit_explain.imagefile`; its public names
+(``load_image``, ``InvalidImageError``, ``image_digest`` and the limits) are re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import io
 import math
-import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 from einops import rearrange
-from PIL import Image, ImageFile
+from PIL import Image
 
-# Importing the plugins registers them with PIL without loading every other format.
-from PIL import (  # noqa: F401
-    BmpImagePlugin,
-    GifImagePlugin,
-    JpegImagePlugin,
-    PngImagePlugin,
-    TiffImagePlugin,
-    WebPImagePlugin,
-)
+from .imagefile import (ACCEPTED_FORMATS, DECODE_MAX_SIDE, MAX_ASPECT_RATIO, MAX_BYTES, MAX_PIXELS, MIN_SIDE,
+                        InvalidImageError, image_digest, load_image, to_rgb)
 
-try:  # Pillow >= 11.2 with libavif
-    from PIL import AvifImagePlugin  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the Pillow build
-    pass
-
-__all__ = [
-    "InvalidImageError",
-    "PreprocessSpec",
-    "load_image",
-    "to_pixel_values",
-    "image_digest",
-    "MAX_BYTES",
-    "MAX_PIXELS",
-    "DECODE_MAX_SIDE",
-    "MIN_SIDE",
-    "MAX_ASPECT_RATIO",
-    "ACCEPTED_FORMATS",
-]
-
-# --------------------------------------------------------------------------------------------
-# Limits
-# --------------------------------------------------------------------------------------------
-
-#: Largest encoded file accepted (64 MiB). A 60-megapixel JPEG at high quality is about 30 MB.
-MAX_BYTES = 64 * 1024 * 1024
-
-#: Largest image accepted, in pixels (width x height read from the file header, before decoding).
-#: 64 megapixels covers the photos of nearly every camera and phone in their default modes, and
-#: stays under PIL's own warning threshold (about 89.5 megapixels), so PIL's guard never has the
-#: last word on an image this module would accept.
-MAX_PIXELS = 64_000_000
-
-#: Working size: a decoded image is at most this many pixels on its long side. Every ViT input
-#: size the app offers is far smaller, and it bounds the memory of everything downstream.
-DECODE_MAX_SIDE = 2048
-
-#: Smallest accepted side, in pixels.
-MIN_SIDE = 8
-
-#: Longest accepted ratio of long side to short side (panoramas up to 10:1 pass).
-MAX_ASPECT_RATIO = 10.0
-
-#: The file formats PIL may try, in order. Other PIL plugins (EPS through Ghostscript, PSD, ICO,
-#: ...) are never given untrusted bytes.
-ACCEPTED_FORMATS = tuple(
-    f for f in ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP", "AVIF") if f in Image.OPEN
-)
-
-_DRAFT_FRACTION = 0.75  # JPEG reduced decoding may stop at 3/4 of max_side (see load_image)
-_WHITE = (255, 255, 255)
-_HIGH_BIT_DEPTH_MODES = {"I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
-_FORMAT_NAMES = "JPEG, PNG, WebP, GIF, TIFF or BMP"
-
-
-class InvalidImageError(ValueError):
-    """The upload cannot be used as an image; the message says why and what to do instead."""
-
-
-# --------------------------------------------------------------------------------------------
-# bytes -> RGB image
-# --------------------------------------------------------------------------------------------
-
-
-def image_digest(data: bytes | bytearray | memoryview) -> str:
-    """The sha256 of the encoded bytes, as 64 hex digits (the app's cache key for an upload)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise TypeError(f"image_digest expects the file's bytes, got {type(data).__name__}")
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_image(
-    data: bytes | bytearray | memoryview | str | os.PathLike | BinaryIO,
-    *,
-    max_side: int = DECODE_MAX_SIDE,
-) -> Image.Image:
-    """Decode an untrusted image file into a safe 8-bit RGB picture.
-
-    ``data`` is the file's bytes (``bytes``, ``bytearray``, ``memoryview``), a path (``str`` or
-    ``os.PathLike``), or an open binary file object such as Streamlit's ``UploadedFile``.
-    The result is mode ``"RGB"``, EXIF-rotated, and at most ``max_side`` pixels on its long side.
-    Raises :class:`InvalidImageError` (a ``ValueError``) for anything that is not a usable image.
-    """
-    if max_side < MIN_SIDE:
-        raise ValueError(f"max_side must be at least MIN_SIDE={MIN_SIDE}, got {max_side}")
-    raw = _read_bytes(data)
-    if len(raw) == 0:
-        raise InvalidImageError(
-            "The file is empty (0 bytes). Please choose the image again; the upload may have failed."
-        )
-    if len(raw) > MAX_BYTES:
-        raise InvalidImageError(
-            f"The file is {_human_bytes(len(raw))}; the limit is {_human_bytes(MAX_BYTES)}. "
-            "Please upload a smaller file (saving the photo as JPEG usually makes it much smaller)."
-        )
-
-    im = _open(raw)
-    width, height = im.size
-    source = {"format": im.format, "mode": im.mode, "size": (width, height), "frames": _frame_count(im)}
-    _check_geometry(width, height)
-
-    try:
-        if isinstance(im, JpegImagePlugin.JpegImageFile) and max(width, height) > max_side:
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale: the smallest scale whose long side is
-            # still at least 3/4 of max_side. A 50-megapixel photo then costs a few megabytes, and
-            # a 12-megapixel phone photo (4032 px) comes out at 2016 px with no resampling pass.
-            k = _DRAFT_FRACTION * max_side / max(width, height)
-            im.draft("RGB", (math.ceil(width * k), math.ceil(height * k)))
-        im.load()  # decodes the first frame only (animated GIF, multi-page TIFF)
-        orientation = _exif_orientation(im)  # read now: resizing drops a TIFF's own tags
-        im = _flatten_palette_and_bits(im)
-        im = _shrink(im, max_side, (width, height))
-        im = _orient(im, orientation)
-        out = _to_rgb(im)
-    except InvalidImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _too_many_pixels_error(str(exc)) from exc
-    except MemoryError as exc:
-        raise InvalidImageError(
-            "The server ran out of memory while decoding this image. "
-            "Please upload a smaller version of it."
-        ) from exc
-    except Exception as exc:  # any decoder failure on untrusted bytes means a broken file
-        raise _decode_error(exc) from exc
-
-    if out is im and isinstance(out, ImageFile.ImageFile):
-        out = out.copy()  # a plain Image, detached from the file object
-    out.info = {"source": source}
-    return out
-
-
-def _read_bytes(data: Any) -> bytes:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return bytes(data)
-    if isinstance(data, (str, os.PathLike)):
-        path = os.fspath(data)
-        try:
-            size = os.stat(path).st_size
-            if size > MAX_BYTES:
-                raise InvalidImageError(
-                    f"The file {path!r} is {_human_bytes(size)}; the limit is "
-                    f"{_human_bytes(MAX_BYTES)}. Please use a smaller file."
-                )
-            with open(path, "rb") as fh:
-                return fh.read()
-        except FileNotFoundError as exc:
-            raise InvalidImageError(f"No file was found at {path!r}. Check the path.") from exc
-        except IsADirectoryError as exc:
-            raise InvalidImageError(f"{path!r} is a folder, not an image file.") from exc
-        except OSError as exc:
-            raise InvalidImageError(f"The file {path!r} could not be read: {exc.strerror or exc}.") from exc
-    if hasattr(data, "getvalue"):  # BytesIO, Streamlit's UploadedFile
-        return bytes(data.getvalue())
-    if hasattr(data, "read"):
-        chunk = data.read(MAX_BYTES + 1)  # one byte over the limit is enough to refuse
-        if isinstance(chunk, str):
-            raise TypeError("load_image needs a file opened in binary mode ('rb'), not text mode")
-        return bytes(chunk)
-    raise TypeError(
-        "load_image expects bytes, a path or a binary file object, "
-        f"got {type(data).__name__}"
-    )
-
-
-def _open(raw: bytes) -> ImageFile.ImageFile:
-    """Parse the header only (PIL decodes lazily)."""
-    try:
-        return Image.open(io.BytesIO(raw), formats=ACCEPTED_FORMATS)
-    except Image.UnidentifiedImageError as exc:
-        raise InvalidImageError(_describe_non_image(raw)) from exc
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        # (the warning arrives as an exception when warnings are set to "error")
-        raise _too_many_pixels_error(str(exc)) from exc
-    except Exception as exc:  # a plugin choking on a malformed header
-        raise _decode_error(exc) from exc
-
-
-def _frame_count(im: Image.Image) -> int:
-    """How many frames (animation) or pages (TIFF) the file holds; 1 for a still picture."""
-    try:
-        count = int(getattr(im, "n_frames", 1) or 1)
-        if count > 1:
-            im.seek(0)  # counting may have moved the file to its last frame
-        return count
-    except Exception:  # a damaged later frame: the first one may still decode
-        try:
-            im.seek(0)
-        except Exception:
-            pass
-        return 1
-
-
-def _check_geometry(width: int, height: int) -> None:
-    if width <= 0 or height <= 0:
-        raise InvalidImageError(
-            f"The file claims to be {width} x {height} pixels, which is impossible; it is damaged."
-        )
-    if width * height > MAX_PIXELS:
-        raise InvalidImageError(
-            f"This image is {width} x {height} pixels ({_megapixels(width * height)}); the limit "
-            f"is {_megapixels(MAX_PIXELS)}, to keep the server's memory safe. Please scale it down "
-            "(for example to 4000 pixels on the long side) and upload it again."
-        )
-    short, long = sorted((width, height))
-    if long / short > MAX_ASPECT_RATIO:
-        raise InvalidImageError(
-            f"This image is {width} x {height} pixels: too thin to cut into patches. A ViT "
-            "squeezes every picture into a square grid, so this one would turn into stripes. "
-            f"Please crop it so the long side is at most {MAX_ASPECT_RATIO:g} times the short side."
-        )
-    if short < MIN_SIDE:
-        raise InvalidImageError(
-            f"This image is only {width} x {height} pixels; it needs at least {MIN_SIDE} pixels "
-            "on each side. Please upload a larger picture."
-        )
-
-
-def _flatten_palette_and_bits(im: Image.Image) -> Image.Image:
-    """Palette, 1-bit and colour-key transparency become plain L/RGB/RGBA (resizable modes)."""
-    has_key = "transparency" in im.info
-    if im.mode in ("P", "PA"):
-        return im.convert("RGBA" if has_key or im.mode == "PA" else "RGB")
-    if im.mode == "1":
-        return im.convert("L")
-    if has_key and im.mode in ("L", "RGB"):
-        return im.convert("RGBA")
-    if im.mode in ("La", "RGBa"):  # premultiplied alpha back to straight alpha
-        return im.convert({"La": "LA", "RGBa": "RGBA"}[im.mode])
-    return im
-
-
-def _shrink(im: Image.Image, max_side: int, source_size: tuple[int, int]) -> Image.Image:
-    """Scale down so the long side is at most max_side, keeping the file's aspect ratio (taken
-    from ``source_size``, so a JPEG decoded at a reduced scale ends at the same size)."""
-    if max(im.size) <= max_side:
-        return im
-    width, height = source_size
-    if width >= height:
-        size = (max_side, max(1, round(height * max_side / width)))
-    else:
-        size = (max(1, round(width * max_side / height)), max_side)
-    # High bit-depth data is scaled to 8 bits from its value range afterwards; a filter with no
-    # negative lobes (bilinear, box) keeps that range. 8-bit images get bicubic (sharp, and faster
-    # than Lanczos; the model sees a 224-pixel version anyway).
-    resample = Image.Resampling.BILINEAR if im.mode in _HIGH_BIT_DEPTH_MODES else Image.Resampling.BICUBIC
-    return im.resize(size, resample, reducing_gap=2.0)
-
-
-# EXIF orientation tag value -> the transpose that puts the picture upright.
-_ORIENT = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-
-
-def _exif_orientation(im: Image.Image) -> int:
-    try:
-        return int(im.getexif().get(0x0112, 1))
-    except Exception:  # unreadable EXIF: keep the pixels as stored rather than refuse the photo
-        return 1
-
-
-def _orient(im: Image.Image, orientation: int) -> Image.Image:
-    method = _ORIENT.get(orientation)
-    return im if method is None else im.transpose(method)
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    """Any PIL mode -> 8-bit RGB: bit depth scaled, alpha composited onto white."""
-    im = _flatten_palette_and_bits(im)
-    if im.mode in _HIGH_BIT_DEPTH_MODES:
-        im = _high_bit_depth_to_l(im)
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("RGBA", "LA"):
-        background = Image.new("RGB", im.size, _WHITE)
-        background.paste(im.convert("RGB"), mask=im.getchannel("A"))
-        return background
-    if im.mode == "CMYK":
-        return _cmyk_to_rgb(im)
-    try:
-        return im.convert("RGB")
-    except ValueError as exc:
-        raise InvalidImageError(
-            f"This image uses the colour format {im.mode!r}, which cannot be converted to RGB here. "
-            "Please save it as an ordinary RGB PNG or JPEG and upload that."
-        ) from exc
-
-
-def _high_bit_depth_to_l(im: Image.Image) -> Image.Image:
-    """16/32-bit integer or float grayscale -> 8-bit L, scaled from its real range."""
-    values = np.asarray(im).astype(np.float64)
-    if im.mode.startswith("I;16"):
-        scaled = values / 257.0  # 65535 -> 255 exactly
-    else:
-        finite = np.isfinite(values)
-        if not finite.any():
-            values = np.zeros_like(values)
-        else:
-            lo, hi = float(values[finite].min()), float(values[finite].max())
-            values = np.nan_to_num(values, nan=lo, posinf=hi, neginf=lo)
-        lo, hi = float(values.min()), float(values.max())
-        if im.mode == "F" and lo >= 0.0 and hi <= 1.0:
-            scaled = values * 255.0
-        elif lo >= 0.0 and hi <= 255.0:
-            scaled = values
-        elif im.mode == "I" and lo >= 0.0 and hi <= 65535.0:
-            scaled = values / 257.0  # a 16-bit image PIL widened to 32 bits
-        elif hi > lo:
-            scaled = (values - lo) * (255.0 / (hi - lo))  # arbitrary range: stretch min..max
-        else:
-            scaled = values  # one constant value outside 0..255: clipped below
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
-
-
-def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
-    icc = im.info.get("icc_profile")
-    if icc:
-        try:
-            from PIL import ImageCms
-
-            return ImageCms.profileToProfile(
-                im,
-                ImageCms.ImageCmsProfile(io.BytesIO(icc)),
-                ImageCms.createProfile("sRGB"),
-                outputMode="RGB",
-            )
-        except Exception:  # a broken profile or no littlecms: the plain formula below
-            pass
-    return im.convert("RGB")
-
-
-# --------------------------------------------------------------------------------------------
-# Error messages
-# --------------------------------------------------------------------------------------------
-
-
-def _describe_non_image(raw: bytes) -> str:
-    """Name what the bytes seem to be, for the 'not an image' message."""
-    head = raw[:2048]
-    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
-    upload = f"Please upload a photo or picture saved as {_FORMAT_NAMES}."
-    if head.startswith(b"%PDF"):
-        return (
-            "This is a PDF document, not an image. Export the page you want as PNG or JPEG "
-            "(or take a screenshot of it) and upload that."
-        )
-    if text.startswith((b"<!doctype html", b"<html")) or b"<html" in text[:512]:
-        return (
-            "This is a web page (HTML), not an image. This often happens when 'Save as' saves "
-            "the page around a picture: open the picture on its own, save it, and upload that file."
-        )
-    if text.startswith(b"<svg") or (text.startswith(b"<?xml") and b"<svg" in text):
-        return (
-            "This is an SVG drawing (vector graphics), which cannot be read here. "
-            "Export it as PNG and upload that."
-        )
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"):
-            return (
-                "This is a HEIC/HEIF photo (the iPhone's default format), which cannot be read "
-                "here. Export or share it as JPEG (or set the camera to 'Most Compatible') and "
-                "upload that."
-            )
-        if brand in (b"avif", b"avis"):
-            return "This AVIF image cannot be read with this installation. " + upload
-        return "This is a video or other ISO media file, not a still image. " + upload
-    if head.startswith(b"%!PS"):
-        return "This is a PostScript/EPS file, which is not read here for safety. " + upload
-    if head.startswith(b"8BPS"):
-        return "This is a Photoshop (PSD) file. Export it as PNG or JPEG and upload that."
-    if head.startswith(b"PK\x03\x04"):
-        return "This is a ZIP archive or an Office document, not an image. " + upload
-    if raw[128:132] == b"DICM":
-        return "This is a DICOM medical image, which is not read here. Export it as PNG."
-    if head.startswith((b"\x00\x00\x01\x00", b"BM", b"GIF8", b"\x89PNG", b"\xff\xd8", b"II*", b"MM\x00*")):
-        # an accepted format's signature (or an icon) whose header PIL could not parse
-        return (
-            "The file starts like an image but its header is damaged, so it cannot be read. "
-            "Try opening it in an image viewer and saving it again as PNG or JPEG."
-        )
-    try:
-        head.decode("utf-8")
-        is_text = all(c >= 32 or c in (9, 10, 13) for c in head)
-    except UnicodeDecodeError:
-        is_text = False
-    if is_text:
-        return "This is a text file, not an image. " + upload
-    return "This file is not an image that can be read here. " + upload
-
-
-def _decode_error(exc: BaseException) -> InvalidImageError:
-    detail = str(exc).strip() or type(exc).__name__
-    if "truncated" in detail.lower() or isinstance(exc, EOFError):
-        return InvalidImageError(
-            "The image file is incomplete: it ends before all of its pixels are stored (the "
-            "download or upload was probably cut off). Please upload the complete file."
-        )
-    return InvalidImageError(
-        f"The image could not be decoded; the file looks damaged ({detail}). "
-        "Try opening it in an image viewer and saving it again as PNG or JPEG."
-    )
-
-
-def _too_many_pixels_error(pil_message: str) -> InvalidImageError:
-    match = re.search(r"\((\d+) pixels\)", pil_message)
-    size = f"This image has {_megapixels(int(match.group(1)))}" if match else "This image is too large"
-    return InvalidImageError(
-        f"{size}; the limit is {_megapixels(MAX_PIXELS)}, to keep the server's memory safe "
-        "(files this large are also used to attack servers). Please scale it down (for example "
-        "to 4000 pixels on the long side) and upload it again."
-    )
-
-
-def _megapixels(pixels: int) -> str:
-    return f"{pixels / 1e6:,.1f} megapixels"
-
-
-def _human_bytes(n: int) -> str:
-    if n >= 1024 * 1024:
-        return f"{n / (1024 * 1024):.1f} MB"
-    if n >= 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n} bytes"
-
-
-# --------------------------------------------------------------------------------------------
-# RGB image -> pixel_values
-# --------------------------------------------------------------------------------------------
+__all__ = ["InvalidImageError", "PreprocessSpec", "load_image", "to_pixel_values", "image_digest", "MAX_BYTES",
+           "MAX_PIXELS", "DECODE_MAX_SIDE", "MIN_SIDE", "MAX_ASPECT_RATIO", "ACCEPTED_FORMATS"]
 
 _RESAMPLE_NAMES = {int(r): r.name.lower() for r in Image.Resampling}
+_CONVENTIONS = ("hf", "timm")
+
+#: timm's interpolation names (its ``pretrained_cfg["interpolation"]``) -> PIL filter numbers, as
+#: torchvision maps them for PIL pictures.
+TIMM_INTERPOLATION = {"nearest": 0, "nearest-exact": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4,
+                      "hamming": 5}
+#: timm's defaults when a pretrained_cfg leaves a setting out (``timm.data.resolve_data_config``).
+TIMM_DEFAULTS = {"input_size": (3, 224, 224), "interpolation": "bicubic", "crop_pct": 0.875, "crop_mode": "center",
+                 "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+#: Well-known normalisations, by the name ``describe`` gives them.
+_KNOWN_STATS = {"ImageNet mean/std": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                "mean = std = 0.5": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+                "CLIP mean/std": ((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))}
 
 
 def _pair(value: Any, what: str) -> tuple[int, int]:
@@ -536,10 +85,13 @@ class PreprocessSpec:
     """How a checkpoint wants its pictures prepared (the fields of ``preprocessor_config.json``).
 
     The steps run in this order, each only if switched on: resize (to ``size`` = (height, width),
-    or so the short side is ``shortest_edge``, capped by ``longest_edge`` if given), centre crop to
-    ``crop_size`` (padding with zeros if the image is smaller, as transformers does), multiply by
-    ``rescale_factor``, then ``(x - image_mean) / image_std`` per channel. The defaults are those
-    of transformers' ViT image processor at 224 x 224. Frozen and hashable, so it can be a cache key.
+    or so the short side is ``shortest_edge``, capped by ``longest_edge`` if given, or with
+    ``fit_inside`` so the whole picture fits in ``size`` keeping its shape), centre crop to
+    ``crop_size`` (padding a smaller picture with ``pad_fill``, 0 by default), multiply by
+    ``rescale_factor``, then ``(x - image_mean) / image_std`` per channel. ``convention`` (``"hf"``
+    or ``"timm"``, see the module docstring) says whose rounding the crop and rescale follow.
+    The defaults are those of transformers' ViT image processor at 224 x 224. Frozen and hashable,
+    so it can be a cache key.
     """
 
     do_resize: bool = True
@@ -555,6 +107,12 @@ class PreprocessSpec:
     image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
     num_channels: int = 3
+    #: Whose arithmetic: "hf" (transformers' image processors) or "timm" (timm's eval transform).
+    convention: str = "hf"
+    #: Resize keeping the aspect ratio so the whole picture fits in ``size`` (timm's "border" mode).
+    fit_inside: bool = False
+    #: The 8-bit value per channel that pads a picture smaller than the crop (an int: every channel).
+    pad_fill: int | tuple[int, ...] = 0
 
     def __post_init__(self) -> None:
         def put(name: str, value: Any) -> None:
@@ -562,6 +120,8 @@ class PreprocessSpec:
 
         if self.num_channels not in (1, 3):
             raise ValueError(f"num_channels must be 1 (grayscale) or 3 (RGB), got {self.num_channels}")
+        if self.convention not in _CONVENTIONS:
+            raise ValueError(f"convention must be one of {_CONVENTIONS}, got {self.convention!r}")
         if self.shortest_edge is not None:
             put("shortest_edge", int(self.shortest_edge))
             if self.size is not None:
@@ -582,6 +142,9 @@ class PreprocessSpec:
                     "longest_edge only works together with shortest_edge and must not be smaller "
                     f"than it (got shortest_edge={self.shortest_edge}, longest_edge={self.longest_edge})"
                 )
+        put("fit_inside", bool(self.fit_inside))
+        if self.fit_inside and (self.size is None or self.convention != "timm"):
+            raise ValueError("fit_inside is timm's 'border' resize: it needs size=(height, width) and convention='timm'")
         if int(self.resample) not in _RESAMPLE_NAMES:
             raise ValueError(
                 f"resample must be a PIL filter number {sorted(_RESAMPLE_NAMES)} "
@@ -593,6 +156,10 @@ class PreprocessSpec:
             put("crop_size", _pair(self.crop_size, "crop_size"))
         elif self.do_center_crop:
             raise ValueError("do_center_crop=True needs crop_size=(height, width)")
+        fill = tuple(int(v) for v in _channels(self.pad_fill, self.num_channels, "pad_fill"))
+        if any(not 0 <= v <= 255 for v in fill):
+            raise ValueError(f"pad_fill holds 8-bit values (0..255), got {fill}")
+        put("pad_fill", fill)
         put("rescale_factor", float(self.rescale_factor))
         put("image_mean", _channels(self.image_mean, self.num_channels, "image_mean"))
         put("image_std", _channels(self.image_std, self.num_channels, "image_std"))
@@ -617,12 +184,51 @@ class PreprocessSpec:
         )
 
     @classmethod
+    def from_timm(cls, cfg: Mapping[str, Any]) -> PreprocessSpec:
+        """timm's eval transform for a ``pretrained_cfg`` (or a ``resolve_data_config`` result).
+
+        Reads ``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``mean`` and ``std``,
+        each defaulting as ``timm.data.resolve_data_config`` does. The resize goes to
+        ``floor(input size / crop_pct)``: the shortest side for crop_mode "center", both sides for
+        "squash", the longest side for "border" (then padded with ``round(255 * mean)``), followed
+        by a centre crop to the input size. Raises ValueError for a setting timm would not accept
+        or a non-square input size.
+        """
+        if not isinstance(cfg, Mapping):
+            raise TypeError(f"from_timm expects a pretrained_cfg dict, got {type(cfg).__name__}")
+        input_size = cfg.get("input_size") or TIMM_DEFAULTS["input_size"]
+        if len(input_size) != 3:
+            raise ValueError(f"timm's input_size is (channels, height, width), got {list(input_size)}")
+        channels, height, width = (int(v) for v in input_size)
+        if height != width:
+            raise ValueError(f"timm's input_size {list(input_size)} is not square; only square inputs are supported.")
+        interpolation = str(cfg.get("interpolation") or TIMM_DEFAULTS["interpolation"])
+        if interpolation not in TIMM_INTERPOLATION:
+            raise ValueError(f"timm's interpolation {interpolation!r} is not one of {sorted(TIMM_INTERPOLATION)}")
+        crop_pct = float(cfg.get("crop_pct") or TIMM_DEFAULTS["crop_pct"])
+        mode = cfg.get("crop_mode") or TIMM_DEFAULTS["crop_mode"]
+        mean = tuple(float(v) for v in (cfg.get("mean") or TIMM_DEFAULTS["mean"]))
+        std = tuple(float(v) for v in (cfg.get("std") or TIMM_DEFAULTS["std"]))
+        mean, std = (mean * channels if len(mean) == 1 else mean), (std * channels if len(std) == 1 else std)
+        scaled = math.floor(height / crop_pct)
+        common = dict(resample=TIMM_INTERPOLATION[interpolation], do_center_crop=True, crop_size=(height, width),
+                      image_mean=mean, image_std=std, num_channels=channels, convention="timm")
+        if mode == "center":
+            return cls(size=None, shortest_edge=scaled, **common)
+        if mode == "squash":
+            return cls(size=(scaled, scaled), **common)
+        if mode == "border":
+            return cls(size=(scaled, scaled), fit_inside=True, pad_fill=tuple(round(255 * v) for v in mean), **common)
+        raise ValueError(f"timm's crop_mode {mode!r} is not one of 'center', 'squash', 'border'")
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PreprocessSpec:
         """Read a Hugging Face ``preprocessor_config.json`` (as a dict); unknown keys are ignored.
 
         ``size`` may be ``{"height", "width"}``, ``{"shortest_edge"}`` (optionally with
         ``"longest_edge"``), a ``[height, width]`` list, or a single int, which ViT and DeiT
-        processors read as a square. Missing keys take the ViT defaults.
+        processors read as a square. Missing keys take the ViT defaults. The keys ``convention``,
+        ``fit_inside`` and ``pad_fill``, which only :meth:`to_dict` writes, are read back.
         """
         if not isinstance(d, Mapping):
             raise TypeError(f"from_dict expects a dict, got {type(d).__name__}")
@@ -651,7 +257,8 @@ class PreprocessSpec:
             kwargs["crop_size"] = (crop["height"], crop["width"])
         elif crop is not None:
             kwargs["crop_size"] = _pair(crop, "crop_size")
-        for key in ("do_resize", "resample", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize"):
+        for key in ("do_resize", "resample", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize",
+                    "convention", "fit_inside", "pad_fill"):
             if d.get(key) is not None:
                 kwargs[key] = d[key]
         for key in ("image_mean", "image_std"):
@@ -663,7 +270,12 @@ class PreprocessSpec:
         return dataclasses.replace(defaults, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
-        """A ``preprocessor_config.json`` dict that transformers' ViT image processor can load."""
+        """A ``preprocessor_config.json`` dict that transformers' ViT image processor can load.
+
+        A timm-convention spec also writes ``convention`` (and ``fit_inside``, ``pad_fill`` when
+        set), which transformers ignores and :meth:`from_dict` reads back; transformers itself
+        then floors the crop offsets, as it always does.
+        """
         if self.shortest_edge is not None:
             size: dict[str, int] | None = {"shortest_edge": self.shortest_edge}
             if self.longest_edge is not None:
@@ -687,15 +299,56 @@ class PreprocessSpec:
         }
         if self.num_channels != 3:
             d["num_channels"] = self.num_channels
+        if self.convention != "hf":
+            d["convention"] = self.convention
+        if self.fit_inside:
+            d["fit_inside"] = True
+        if any(self.pad_fill):
+            d["pad_fill"] = list(self.pad_fill)
         return d
+
+    def describe(self) -> str:
+        """One sentence naming the transform in use, e.g. ``"timm eval transform: shortest side to
+        248 px (bicubic), centre crop 224 px (rounded offsets), ImageNet mean/std"``."""
+        filt = _RESAMPLE_NAMES[self.resample]
+        steps = []
+        if self.num_channels == 1:
+            steps.append("grayscale")
+        if not self.do_resize:
+            steps.append("no resize")
+        elif self.fit_inside:
+            box = f"longest side to {_px(self.size)}" if self.size[0] == self.size[1] else f"fit in {_px(self.size)}"
+            steps.append(f"{box} ({filt})")
+        elif self.shortest_edge is not None:
+            cap = f", long side at most {self.longest_edge} px" if self.longest_edge is not None else ""
+            steps.append(f"shortest side to {self.shortest_edge} px{cap} ({filt})")
+        elif self.convention == "timm":
+            steps.append(f"both sides to {_px(self.size)} ({filt})")
+        else:
+            steps.append(f"resize to {_px(self.size)} ({filt})")
+        if self.do_center_crop:
+            rounding = "rounded offsets" if self.convention == "timm" else "floored offsets"
+            fill = self.pad_fill[0] if len(set(self.pad_fill)) == 1 else f"RGB {self.pad_fill}"
+            pad = f", padded with {fill}" if any(self.pad_fill) else ""
+            steps.append(f"centre crop {_px(self.crop_size)} ({rounding}{pad})")
+        if not self.do_rescale:
+            steps.append("no rescaling")
+        elif not math.isclose(self.rescale_factor, 1 / 255, rel_tol=1e-9):
+            steps.append(f"rescale x {self.rescale_factor:g}")
+        steps.append(_stats_text(self.image_mean, self.image_std) if self.do_normalize else "no normalisation")
+        who = "timm eval transform" if self.convention == "timm" else "Hugging Face image processor"
+        return f"{who}: {', '.join(steps)}"
 
     # -- geometry ----------------------------------------------------------------------------
 
     def resize_size(self, height: int, width: int) -> tuple[int, int]:
         """(height, width) after the resize step for an input of this size (same rounding as
-        transformers)."""
+        transformers, or as torchvision and timm for a timm-convention spec)."""
         if not self.do_resize:
             return (height, width)
+        if self.fit_inside:  # timm's ResizeKeepRatio(size, longest=1.0)
+            ratio = max(height / self.size[0], width / self.size[1])
+            return (max(1, round(height / ratio)), max(1, round(width / ratio)))
         if self.size is not None:
             return self.size
         edge = self.shortest_edge
@@ -710,6 +363,17 @@ class PreprocessSpec:
         if self.do_center_crop:
             return self.crop_size
         return self.resize_size(height, width)
+
+
+def _px(hw: tuple[int, int]) -> str:
+    return f"{hw[0]} px" if hw[0] == hw[1] else f"{hw[0]} x {hw[1]} px"
+
+
+def _stats_text(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    for name, (m, s) in _KNOWN_STATS.items():
+        if all(math.isclose(a, b, abs_tol=1e-6) for a, b in zip(m + s, mean * (3 // len(mean)) + std * (3 // len(std)))):
+            return name
+    return f"mean {', '.join(f'{v:g}' for v in mean)}, std {', '.join(f'{v:g}' for v in std)}"
 
 
 def _short_edge_capped(height: int, width: int, edge: int, max_edge: int) -> tuple[int, int]:
@@ -727,20 +391,37 @@ def _short_edge_capped(height: int, width: int, edge: int, max_edge: int) -> tup
     return (edge, int(scale_from * width / height))
 
 
-def _center_crop(chw: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
-    """Crop the middle (crop_h, crop_w) of a [C, H, W] array, padding with zeros if it is smaller."""
+def _center_crop(chw: np.ndarray, crop: tuple[int, int], *, timm: bool, fill: tuple[int, ...]) -> np.ndarray:
+    """Crop the middle (crop_h, crop_w) of a [C, H, W] array, padding with ``fill`` if it is smaller.
+
+    transformers floors the offset and pads the extra odd pixel before the picture; torchvision
+    (``timm=True``) rounds the offset half to even and pads the extra pixel after it.
+    """
     _, height, width = chw.shape
     crop_h, crop_w = crop
+    if timm:
+        if crop_h > height or crop_w > width:
+            top, left = max(0, crop_h - height) // 2, max(0, crop_w - width) // 2
+            chw = _padded(chw, max(crop_h, height), max(crop_w, width), top, left, fill)
+            height, width = chw.shape[1:]
+        top, left = int(round((height - crop_h) / 2.0)), int(round((width - crop_w) / 2.0))
+        return chw[:, top : top + crop_h, left : left + crop_w]
     top, left = (height - crop_h) // 2, (width - crop_w) // 2
     if top >= 0 and left >= 0:
         return chw[:, top : top + crop_h, left : left + crop_w]
-    # Too small on some side: place it on a zero canvas first (rounding as transformers does).
+    # Too small on some side: place it on a canvas first (rounding as transformers does).
     pad_h, pad_w = max(crop_h, height), max(crop_w, width)
-    canvas = np.zeros((chw.shape[0], pad_h, pad_w), dtype=chw.dtype)
     off_h, off_w = math.ceil((pad_h - height) / 2), math.ceil((pad_w - width) / 2)
-    canvas[:, off_h : off_h + height, off_w : off_w + width] = chw
+    canvas = _padded(chw, pad_h, pad_w, off_h, off_w, fill)
     top, left = top + off_h, left + off_w  # the same window, in canvas coordinates
     return canvas[:, max(0, top) : min(pad_h, top + crop_h), max(0, left) : min(pad_w, left + crop_w)]
+
+
+def _padded(chw: np.ndarray, height: int, width: int, top: int, left: int, fill: tuple[int, ...]) -> np.ndarray:
+    canvas = np.empty((chw.shape[0], height, width), dtype=chw.dtype)
+    canvas[:] = np.asarray(fill, dtype=chw.dtype)[:, None, None]
+    canvas[:, top : top + chw.shape[1], left : left + chw.shape[2]] = chw
+    return canvas
 
 
 def _as_spec(spec: Any) -> PreprocessSpec:
@@ -761,7 +442,7 @@ def _as_image(image: Any) -> Image.Image:
         if image.mode == "RGB":
             return image
         image.load()
-        return _to_rgb(image)
+        return to_rgb(image)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             raise ValueError(
@@ -772,7 +453,7 @@ def _as_image(image: Any) -> Image.Image:
             return Image.fromarray(image, mode="L").convert("RGB")
         if image.ndim == 3 and image.shape[2] in (3, 4):
             pil = Image.fromarray(np.ascontiguousarray(image), mode="RGB" if image.shape[2] == 3 else "RGBA")
-            return _to_rgb(pil)
+            return to_rgb(pil)
         raise ValueError(f"A numpy image must be H x W or H x W x 3 (or x 4), got shape {image.shape}")
     raise TypeError(f"image must be a PIL image or a uint8 numpy array, got {type(image).__name__}")
 
@@ -784,7 +465,8 @@ def to_pixel_values(image: Image.Image | np.ndarray, spec: Any) -> torch.Tensor:
     numpy array H x W x 3. ``spec`` is a ViT config (``image_size``, ``num_channels``: bilinear
     resize to a square, rescale by 1/255, normalise with mean = std = 0.5), a
     :class:`PreprocessSpec`, or a ``preprocessor_config.json`` dict. The numbers equal those of
-    transformers' ``ViTImageProcessorPil`` with the same settings.
+    transformers' ``ViTImageProcessorPil`` with the same settings, or of timm's eval transform
+    for a spec with ``convention="timm"``.
     """
     spec = _as_spec(spec)
     pil = _as_image(image)
@@ -792,15 +474,16 @@ def to_pixel_values(image: Image.Image | np.ndarray, spec: Any) -> torch.Tensor:
         pil = pil.convert("L")
     if spec.do_resize:
         height, width = spec.resize_size(pil.height, pil.width)
-        pil = pil.resize((width, height), resample=spec.resample)
+        pil = pil.resize((width, height), resample=spec.resample)  # what torchvision's Resize does too
     pixels = np.asarray(pil)
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     chw = rearrange(pixels, "h w c -> c h w")
     if spec.do_center_crop:
-        chw = _center_crop(chw, spec.crop_size)
+        chw = _center_crop(chw, spec.crop_size, timm=spec.convention == "timm", fill=spec.pad_fill)
     if spec.do_rescale:
-        # float64 product then float32, like transformers (keeps 1/255 steps exact to the last bit)
+        # float64 product then float32, like transformers; for 1/255 this gives the same 256 float32
+        # values as torchvision's ToTensor (a float32 division by 255)
         values = (chw.astype(np.float64) * spec.rescale_factor).astype(np.float32)
     else:
         values = chw.astype(np.float32)

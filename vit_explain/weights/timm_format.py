@@ -79,35 +79,17 @@ def timm_num_heads(hidden: int, *, model_args: Mapping[str, Any] | None = None, 
     return heads
 
 
-_INTERPOLATION = {"bilinear": 2, "bicubic": 3, "nearest": 0, "lanczos": 1, "box": 4, "hamming": 5}
-
-
-def _spec_from_pretrained_cfg(cfg: Mapping[str, Any]) -> tuple[Any, str]:
-    """timm's eval transform (resize to size / crop_pct, centre crop, mean/std) as a PreprocessSpec."""
+def _spec_from_pretrained_cfg(cfg: Mapping[str, Any], what: str) -> tuple[Any, str]:
+    """timm's eval transform (``create_transform(**resolve_data_config(pretrained_cfg=cfg))``) as a
+    PreprocessSpec, and the sentence that describes it."""
     from ..preprocess import PreprocessSpec
 
-    input_size = cfg.get("input_size") or (3, 224, 224)  # the trained size (test_input_size would need other embeddings)
-    channels, height, width = (int(v) for v in input_size)
-    if height != width:
-        raise CheckpointError(f"timm's input_size {list(input_size)} is not square; only square inputs are supported.")
+    try:
+        spec = PreprocessSpec.from_timm(cfg)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{what}: its pretrained_cfg preprocessing cannot be reproduced exactly: {exc}") from exc
     crop_pct = float(cfg.get("crop_pct") or 0.875)
-    mode = cfg.get("crop_mode") or "center"
-    interpolation = str(cfg.get("interpolation") or "bicubic")
-    resample = _INTERPOLATION.get(interpolation, 3)
-    scaled = math.floor(height / crop_pct)
-    mean = tuple(float(v) for v in (cfg.get("mean") or (0.485, 0.456, 0.406)))
-    std = tuple(float(v) for v in (cfg.get("std") or (0.229, 0.224, 0.225)))
-    common = dict(resample=resample, image_mean=mean, image_std=std, num_channels=channels,
-                  do_center_crop=True, crop_size=(height, width))
-    if mode == "squash":
-        spec = PreprocessSpec(size=(scaled, scaled), **common)
-    else:  # "center" (and "border", whose padding is approximated by a centre crop)
-        spec = PreprocessSpec(size=None, shortest_edge=scaled, **common)
-    text = (f"{interpolation} resize to {scaled} px{' (squashed)' if mode == 'squash' else ''}, centre crop {height} px "
-            f"(crop_pct {crop_pct:g}), mean {', '.join(f'{v:g}' for v in mean)}, std {', '.join(f'{v:g}' for v in std)}")
-    if mode == "border":
-        text += "; its 'border' crop mode is approximated by a centre crop"
-    return spec, text
+    return spec, f"{spec.describe()}; crop_pct {crop_pct:g}, crop_mode '{cfg.get('crop_mode') or 'center'}'"
 
 
 def read_timm_config(raw: Mapping[str, Any], what: str) -> dict[str, Any]:
@@ -150,7 +132,7 @@ def read_timm_config(raw: Mapping[str, Any], what: str) -> dict[str, Any]:
     elif num_classes == 1000:
         id2label = dict(enumerate(IMAGENET_1K_LABELS))
     pretrained = raw.get("pretrained_cfg") or {}
-    spec, spec_text = _spec_from_pretrained_cfg(pretrained) if pretrained else (None, "")
+    spec, spec_text = _spec_from_pretrained_cfg(pretrained, what) if pretrained else (None, "")
     return dict(architecture=architecture, model_args=model_args, id2label=id2label, spec=spec, spec_text=spec_text,
                 num_classes=num_classes)
 

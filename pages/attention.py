@@ -8,12 +8,11 @@ layer, the head or the query never reruns the model: the layer's taps come from 
 (cached) and the pictures from the caches below.
 """
 
-import json
 
 import numpy as np
 import streamlit as st
 
-from vit_explain import ViTConfig, analysis, ui
+from vit_explain import analysis, ui
 from vit_explain.charts import attention as charts
 from vit_explain.charts.common import attention_range, clicked_patch, scale_label
 from vit_explain.model import ViTAttention, ViTSelfAttention, ViTSelfOutput, backbone
@@ -22,39 +21,38 @@ PAGE = "pages/attention.py"
 
 
 # ---------------------------------------------------------------------------------- cached helpers
-@st.cache_data(max_entries=64, show_spinner=False)
-def query_tiles(digest, source, config_json, layer: int, query: int, fixed: bool, _image, _probs):
+@ui.cached(max_entries=64)
+def query_tiles(run, layer: int, query: int, fixed: bool):
     """Where every head of ``layer`` looks from ``query``: (tiles, maps [H, g, g], to_cls [H], zmax)."""
-    grid = ViTConfig.from_dict(json.loads(config_json)).grid_size
-    maps, to_cls = charts.query_maps(_probs, query, grid)
+    maps, to_cls = charts.query_maps(run.layer(layer)["probs"], query, run.config.grid_size)
     _, zmax = attention_range(maps, fixed=fixed)
-    return charts.overlay_tiles(_image, maps, 0.0, zmax), maps, to_cls, zmax
+    return charts.overlay_tiles(run.image, maps, 0.0, zmax), maps, to_cls, zmax
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cls_tiles(digest, source, config_json, layer: int, fixed: bool, _image, _probs):
-    grid = ViTConfig.from_dict(json.loads(config_json)).grid_size
-    maps, to_self = charts.cls_maps(_probs, grid)
+@ui.cached(max_entries=32)
+def cls_tiles(run, layer: int, fixed: bool):
+    maps, to_self = charts.cls_maps(run.layer(layer)["probs"], run.config.grid_size)
     _, zmax = attention_range(maps, fixed=fixed)
-    return charts.overlay_tiles(_image, maps, 0.0, zmax), maps, to_self, zmax
+    return charts.overlay_tiles(run.image, maps, 0.0, zmax), maps, to_self, zmax
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def head_stats(digest, source, config_json, layer: int, grid: int, patch_size: int, _probs):
+@ui.cached(max_entries=32)
+def head_stats(run, layer: int):
     """(entropy [H] in nats, mean attention distance [H] in pixels, distance of uniform attention)."""
-    entropy = analysis.attention_entropy([_probs])[0]
-    distance = analysis.mean_attention_distance(_probs, grid, patch_size)
+    probs, grid, patch_size = run.layer(layer)["probs"], run.config.grid_size, run.config.patch_size
+    entropy = analysis.attention_entropy([probs])[0]
+    distance = analysis.mean_attention_distance(probs, grid, patch_size)
     return entropy, distance, analysis.uniform_attention_distance(grid, patch_size)
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def head_shares(digest, source, config_json, layer: int, _context, _model):
+@ui.cached(max_entries=32)
+def head_shares(run, layer: int):
     """Norm of each head's share of the attention output: [H, T] (and the largest reassembly error)."""
-    dense = backbone(_model).encoder.layer[layer].attention.output.dense
+    dense = backbone(run.model).encoder.layer[layer].attention.output.dense
     weight = dense.weight.detach().cpu().numpy().astype(np.float32)
     bias = dense.bias.detach().cpu().numpy().astype(np.float64) if dense.bias is not None else 0.0
-    heads = _model.config.num_attention_heads
-    parts = analysis.head_contributions(_context, weight, heads)  # [H, T, D]
+    heads = run.config.num_attention_heads
+    parts = analysis.head_contributions(run.layer(layer)["context"], weight, heads)  # [H, T, D]
     return np.linalg.norm(parts, axis=-1), parts.sum(0) + bias
 
 
@@ -77,9 +75,7 @@ def patch_label(patch: int, grid: int) -> str:
 
 
 # ---------------------------------------------------------------------------------- the page
-run = ui.sidebar()
-if run is None:
-    st.stop()
+run = ui.open_page("pages/attention.py")
 cfg = run.config
 T, D, H, d, g, P = cfg.num_tokens, cfg.hidden_size, cfg.num_attention_heads, cfg.head_dim, cfg.grid_size, cfg.patch_size
 
@@ -129,7 +125,6 @@ probs = taps["probs"]  # [H, T, T]
 def query_explorer(run, layer: int, head: int, fixed: bool) -> None:
     """Click a patch: it becomes the query, and every head of the layer shows where it looks."""
     g, P, H, T = run.config.grid_size, run.config.patch_size, run.config.num_attention_heads, run.config.num_tokens
-    probs = run.layer(layer)["probs"]
     state, n = st.session_state, g * g
     clicked = clicked_patch(state.get("attn:query_image"))
     if clicked is not None and clicked != state.get("attn:last_click") and 0 <= clicked < n:
@@ -146,8 +141,7 @@ def query_explorer(run, layer: int, head: int, fixed: bool) -> None:
         st.number_input("... or type the query patch", min_value=0, max_value=n - 1, step=1, key="attn:query_input",
                         on_change=lambda: state.update({"attn:query": int(state["attn:query_input"])}),
                         help=f"Patches are numbered row by row from 0 to {n - 1}; the query is token patch + 1.")
-    tiles, maps, to_cls, zmax = query_tiles(run.digest, run.source, run.config_json, layer, query, fixed,
-                                            run.image, probs)
+    tiles, maps, to_cls, zmax = query_tiles(run, layer, query, fixed)
     titles = [f"<b>head {h} ◂</b>" if h == head else f"head {h}" for h in range(H)]
     titles = [f"{t}<br>CLS {100 * c:.0f}%" for t, c in zip(titles, to_cls)]
     with right:
@@ -224,7 +218,7 @@ st.markdown(
     "CLS is the token the classifier reads at the end, so its row of the attention matrix shows which patches "
     "feed the prediction in this layer. One panel per head, on one shared colour scale."
 )
-tiles, cmaps, to_self, czmax = cls_tiles(run.digest, run.source, run.config_json, layer, fixed, run.image, probs)
+tiles, cmaps, to_self, czmax = cls_tiles(run, layer, fixed)
 ui.plot(charts.overlay_facets(
     tiles, cmaps, [f"head {h}<br>to itself {100 * s:.0f}%" for h, s in enumerate(to_self)],
     f"Layer {layer}: attention of the CLS token over the {g}x{g} patches, per head", zmax=czmax,
@@ -251,7 +245,7 @@ else:
 
 def head_focus() -> None:
     """Entropy and mean distance of every head of the chosen layer."""
-    entropy, distance, uniform = head_stats(run.digest, run.source, run.config_json, layer, g, P, probs)
+    entropy, distance, uniform = head_stats(run, layer)
     left, right = st.columns(2)
     with left:
         ui.plot(charts.entropy_bars(entropy, T, f"Attention entropy per head, layer {layer}", chosen=head),
@@ -271,7 +265,7 @@ def head_focus() -> None:
 
 def output_projection() -> None:
     """ViTSelfOutput: the dense layer that mixes the heads, split into one term per head; then the residual."""
-    shares, rebuilt = head_shares(run.digest, run.source, run.config_json, layer, taps["context"], run.model)
+    shares, rebuilt = head_shares(run, layer)
     st.markdown(
         f"The heads' outputs sit side by side in `context` [{T}, {D}]. The `dense` layer of ViTSelfOutput "
         f"(a {D} x {D} matrix plus a bias) mixes them into `attention_output` [{T}, {D}]: every output number "
@@ -306,5 +300,4 @@ ui.lazy_section("How focused is each head?", "attn:open_focus", head_focus,
 ui.lazy_section("The output projection (ViTSelfOutput)", "attn:open_projection", output_projection,
                 what="how the dense layer mixes the heads back together, and the residual add")
 
-ui.download_trace(run, key="attn:download")
-ui.next_stage(PAGE)
+ui.close_page(run, "pages/attention.py")

@@ -2,27 +2,23 @@
 
 from functools import partial
 
-import json
-
 import numpy as np
 import streamlit as st
 
-from vit_explain import ViTConfig, model as vit, ui
+from vit_explain import model as vit, ui
 from vit_explain.charts import embeddings as charts
 
 SELECTED = "emb:selected"
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
-def position_similarity(source: str, config_json: str, _position: np.ndarray) -> np.ndarray:
+@ui.cached(on="model", max_entries=4)
+def position_similarity(run) -> np.ndarray:
     """Cosine similarity of every pair of patch position embeddings, [N, N] (depends only on the model)."""
-    g = ViTConfig.from_dict(json.loads(config_json)).grid_size
-    return charts.cosine_matrix(_position[-g * g:])  # the patches' rows, after CLS and any other prefix
+    g = run.config.grid_size
+    return charts.cosine_matrix(run.core["position_embeddings"][-g * g:])  # the patches' rows, after the prefix
 
 
-run = ui.sidebar()
-if run is None:
-    st.stop()
+run = ui.open_page("pages/embeddings.py")
 cfg = run.config
 S, P, g, N, T, D = cfg.image_size, cfg.patch_size, cfg.grid_size, cfg.num_patches, cfg.num_tokens, cfg.hidden_size
 ui.stage_header(
@@ -100,7 +96,7 @@ st.markdown(
        "**With trained weights** the maps show the 2-D grid the model discovered by itself: each patch is most "
        "similar to its neighbours, and often to patches in the same row and the same column.")
 )
-similarity = position_similarity(run.source, run.config_json, position)
+similarity = position_similarity(run)
 maps = similarity.reshape(g, g, g, g)
 
 
@@ -134,5 +130,4 @@ similarity_explorer()
 ui.plot(charts.distance_figure(*charts.similarity_by_distance(similarity, g)), key="emb:distance")
 
 ui.show_source(vit.ViTEmbeddings)
-ui.download_trace(run, key="emb:download")
-ui.next_stage("pages/embeddings.py")
+ui.close_page(run, "pages/embeddings.py")

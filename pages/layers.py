@@ -16,17 +16,19 @@ FUSIONS = {"mean": "mean over heads", "max": "max over heads", "min": "min over 
 
 
 # ---------------------------------------------------------------------------- cached maths
-@st.cache_data(max_entries=8, show_spinner="Following the residual stream through every layer ...")
-def stream(digest: str, source: str, config_json: str, _model, _hidden: np.ndarray) -> dict:
+@ui.cached(max_entries=8, show_spinner="Following the residual stream through every layer ...")
+def stream(run) -> dict:
     """Norms of the stream and of each branch's update, from every layer's first residual (the ``residual`` tap)."""
-    residuals = pipeline.layer_tap(_model, _hidden, "residual")  # [L, T, D]: input + attention branch
-    return {name: charts.f32(v) for name, v in analysis.stream_norms(_hidden, residuals).items()}
+    hidden = run.core["hidden_states"]
+    residuals = pipeline.layer_tap(run.model, hidden, "residual")  # [L, T, D]: input + attention branch
+    return {name: charts.f32(v) for name, v in analysis.stream_norms(hidden, residuals).items()}
 
 
-@st.cache_data(max_entries=8, show_spinner="Measuring every layer and head ...")
-def depth(digest: str, source: str, config_json: str, _core: dict, grid: int, patch_size: int) -> dict:
+@ui.cached(max_entries=8, show_spinner="Measuring every layer and head ...")
+def depth(run) -> dict:
     """The per-layer summaries drawn on this page (all small float32 arrays)."""
-    hidden, attn = _core["hidden_states"], _core["attentions"]
+    hidden, attn = run.core["hidden_states"], run.core["attentions"]
+    grid, patch_size = run.config.grid_size, run.config.patch_size
     norms = analysis.token_norms(hidden)
     n = grid * grid
     prefix = norms.shape[-1] - n  # CLS and any other prefix tokens (distillation, registers)
@@ -42,29 +44,26 @@ def depth(digest: str, source: str, config_json: str, _core: dict, grid: int, pa
     }
 
 
-@st.cache_data(max_entries=16, show_spinner="Rolling attention out through the layers ...")
-def rollout(digest: str, source: str, config_json: str, fusion: str, discard: float, _attn: np.ndarray,
-            grid: int) -> dict:
+@ui.cached(max_entries=16, show_spinner="Rolling attention out through the layers ...")
+def rollout(run, fusion: str, discard: float) -> dict:
     """CLS rollout map and the last layer's raw CLS map, both as shares of the patches, one colour range."""
-    rolled = analysis.cls_rollout_map(analysis.attention_rollout(_attn, head_fusion=fusion, discard_ratio=discard), grid)
-    raw = analysis.cls_attention_map(_attn[-1], grid)  # the last layer, mean over heads
+    attn, grid = run.core["attentions"], run.config.grid_size
+    rolled = analysis.cls_rollout_map(analysis.attention_rollout(attn, head_fusion=fusion, discard_ratio=discard), grid)
+    raw = analysis.cls_attention_map(attn[-1], grid)  # the last layer, mean over heads
     rolled, raw = analysis.normalise_map(rolled, "sum"), analysis.normalise_map(raw, "sum")
     return {"rollout": charts.f32(rolled), "raw": charts.f32(raw), "scale": analysis.shared_scale(rolled, raw)}
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def pca(digest: str, source: str, config_json: str, layer: int, _tokens: np.ndarray, grid: int) -> np.ndarray:
-    return charts.f32(analysis.token_pca_rgb(_tokens, grid))
+@ui.cached(max_entries=32)
+def pca(run, layer: int) -> np.ndarray:
+    return charts.f32(analysis.token_pca_rgb(run.core["hidden_states"][layer], run.config.grid_size))
 
 
 # ---------------------------------------------------------------------------- the page
-run = ui.sidebar()
-if run is None:
-    st.stop()
+run = ui.open_page("pages/layers.py")
 cfg = run.config
 T, D, H, L, g, P = (cfg.num_tokens, cfg.hidden_size, cfg.num_attention_heads, cfg.num_hidden_layers,
                     cfg.grid_size, cfg.patch_size)
-key = (run.digest, run.source, run.config_json)
 
 ui.stage_header(
     "5 · Layer stack: the same block, L times",
@@ -100,8 +99,8 @@ with right:
                 "nothing useful to add can add almost nothing, which is what makes deep stacks trainable.")
 ui.show_source(ViTLayer, ViTEncoder)
 
-d = depth(*key, run.core, g, P)
-norms = stream(*key, run.model, run.core["hidden_states"])
+d = depth(run)
+norms = stream(run)
 
 # ---- residual stream and layer similarity
 @st.fragment
@@ -203,7 +202,7 @@ def rollout_view():
     discard = b.slider("Discard the weakest links (fraction)", 0.0, 0.95, 0.0, 0.05, key="layers:discard",
                        help="Zero this share of the smallest attention weights in every layer before chaining "
                             "(the token's link to itself is always kept).")
-    maps = rollout(*key, fusion, float(discard), run.core["attentions"], g)
+    maps = rollout(run, fusion, float(discard))
     zmax = max(float(maps["scale"][1]), 1e-6)
     ui.plot(charts.overlay_panels(
         run.image, [maps["rollout"], maps["raw"]],
@@ -229,7 +228,7 @@ def pca_view():
                                   "(layer i is encoder.layer[i]).")
     if g * g < 3:
         st.info(f"A {g}x{g} grid has too few patches for three principal components; choose a smaller patch size.")
-    rgb = pca(*key, layer, run.core["hidden_states"][layer], g)
+    rgb = pca(run, layer)
     ui.plot(charts.token_pca_figure(run.image, rgb, layer, P), key="layers:pca")
     st.caption("The patch tokens of the chosen layer are reduced to their three main directions of variation, shown "
                "as red, green and blue. Patches with similar colours have similar vectors. Early on colour follows "
@@ -239,5 +238,4 @@ def pca_view():
 ui.lazy_section("Token PCA: what the model groups together", "layers:open_pca", pca_view,
                 what="the patch tokens of any layer, coloured by their three main directions")
 
-ui.download_trace(run, key="layers:download")
-ui.next_stage(PAGE)
+ui.close_page(run, "pages/layers.py")

@@ -12,31 +12,30 @@ from vit_explain.model import ViTIntermediate, ViTOutput, backbone
 PAGE = "pages/mlp.py"
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def activation_curve(digest: str, source: str, config_json: str, layer: int, lo: float, hi: float, _model):
+@ui.cached(on="model")
+def activation_curve(run, layer: int, lo: float, hi: float):
     """The model's own activation module (intermediate_act_fn of this layer) evaluated on a grid of x."""
-    act = backbone(_model).encoder.layer[layer].intermediate.intermediate_act_fn
+    act = backbone(run.model).encoder.layer[layer].intermediate.intermediate_act_fn
     xs = torch.linspace(lo, hi, 401, dtype=torch.float32)
     with torch.no_grad():
         ys = act(xs)
     return xs.numpy(), ys.detach().to(torch.float32).numpy()
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def layer_summary(digest: str, source: str, config_json: str, layer: int, _taps: dict, grid: int):
+@ui.cached
+def layer_summary(run, layer: int):
     """Everything this page derives from one layer's MLP taps (small arrays and numbers)."""
-    pre, post = _taps["mlp_pre_act"], _taps["mlp_post_act"]
+    taps, grid = run.layer(layer), run.config.grid_size
+    pre, post = taps["mlp_pre_act"], taps["mlp_post_act"]
     return {
         "stats": analysis.activation_stats(pre, post),
         "range": charts.curve_range(pre),
         "active_map": charts.f32(analysis.active_share_map(post, grid)),
-        "ratio": charts.f32(analysis.update_ratio(_taps["residual"], _taps["mlp_output"])),
+        "ratio": charts.f32(analysis.update_ratio(taps["residual"], taps["mlp_output"])),
     }
 
 
-run = ui.sidebar()
-if run is None:
-    st.stop()
+run = ui.open_page("pages/mlp.py")
 cfg = run.config
 T, D, M, L, g = cfg.num_tokens, cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.grid_size
 act_name = cfg.hidden_act
@@ -64,7 +63,7 @@ else:
     index = 0
     st.caption("This model has a single layer: layer 0 (encoder.layer[0]).")
 taps = run.layer(index)
-summary = layer_summary(run.digest, run.source, run.config_json, index, taps, g)
+summary = layer_summary(run, index)
 
 ui.shapes([
     ("x: stream after the attention half of the layer", "[batch, tokens, hidden_size]", (1, T, D)),
@@ -99,7 +98,7 @@ st.caption("Each row is one token. The right panel is the left one multiplied by
 # ---- 2. activation
 st.subheader(f"2 · Bend: {act_label}")
 lo, hi = summary["range"]
-xs, ys = activation_curve(run.digest, run.source, run.config_json, index, lo, hi, run.model)
+xs, ys = activation_curve(run, index, lo, hi)
 stats = summary["stats"]
 left, right = st.columns([3, 2])
 with left:
@@ -164,5 +163,4 @@ def residual_view():
 
 residual_view()
 
-ui.download_trace(run, key="mlp:download")
-ui.next_stage(PAGE)
+ui.close_page(run, "pages/mlp.py")

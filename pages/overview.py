@@ -8,9 +8,7 @@ from vit_explain.flops import architecture, class_summary
 from vit_explain.pipeline import enlarge
 from vit_explain.weights import top_k
 
-run = ui.sidebar()
-if run is None:
-    st.stop()
+run = ui.open_page("pages/overview.py")
 cfg = run.config
 ui.stage_header(
     "A Vision Transformer, tensor by tensor",
@@ -126,5 +124,4 @@ ui.einops_expression(
     "The whole forward pass in einops-style pseudocode: every stage page opens one of these lines.",
 )
 ui.show_source(vit.ViTForImageClassification, vit.ViTModel, vit.ViTEncoder)
-ui.download_trace(run, key="overview:download")
-ui.next_stage("pages/overview.py")
+ui.close_page(run, "pages/overview.py")

@@ -16,10 +16,11 @@ from vit_explain.charts import common, patching as charts
 SELECTED = "patch:selected"
 
 
-@st.cache_data(max_entries=4, show_spinner="Finding the principal components of the patch filters ...")
-def filter_pca(source: str, config_json: str, _weight: np.ndarray, k: int = 28):
+@ui.cached(on="model", max_entries=4, show_spinner="Finding the principal components of the patch filters ...")
+def filter_pca(run, k: int = 28):
     """PCA of the projection's D filters (depends only on the model, not on the picture)."""
-    components, ratios = analysis.patch_filter_pca(_weight, k=k)
+    weight, _ = projection(run.model)
+    components, ratios = analysis.patch_filter_pca(weight, k=k)
     return components.astype(np.float32), ratios.astype(np.float32)
 
 
@@ -30,9 +31,7 @@ def projection(model):
     return conv.weight.detach().cpu().numpy(), bias
 
 
-run = ui.sidebar()
-if run is None:
-    st.stop()
+run = ui.open_page("pages/patching.py")
 cfg = run.config
 C, S, P, g, N, D = cfg.num_channels, cfg.image_size, cfg.patch_size, cfg.grid_size, cfg.num_patches, cfg.hidden_size
 ui.stage_header(
@@ -124,8 +123,7 @@ def filters_section() -> None:
            "A **trained** model's first components are smooth: blobs, colour contrasts and stripes of rising "
            "frequency, much like the basis pictures that image compression uses. A few of them explain most of the variety.")
     )
-    weight, _ = projection(run.model)
-    components, ratios = filter_pca(run.source, run.config_json, weight, k=28)
+    components, ratios = filter_pca(run, k=28)
     left, right = st.columns([3, 2], gap="medium")
     with left:
         pca_figure = charts.filter_pca_figure(components, ratios)
@@ -140,5 +138,4 @@ ui.lazy_section("What the filters look for", "patch:open_filters", filters_secti
                 what="the few patterns the model's patch filters are mostly made of")
 
 ui.show_source(vit.PatchEmbeddings)
-ui.download_trace(run, key="patch:download")
-ui.next_stage("pages/patching.py")
+ui.close_page(run, "pages/patching.py")

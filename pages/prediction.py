@@ -10,9 +10,6 @@ which checkpoints have a pooler; download; next stage.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-
 import numpy as np
 import streamlit as st
 import torch
@@ -36,66 +33,47 @@ def _has_head(run) -> bool:
     return run.is_classifier and isinstance(getattr(run.model, "classifier", None), torch.nn.Linear)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _pooler_pre_activation(digest, source, config_json, _model, _cls: np.ndarray) -> np.ndarray:
+@ui.cached
+def _pooler_pre_activation(run) -> np.ndarray:
     """dense(CLS) before the tanh: the pooler's pre-activations [D]."""
-    return pipeline.pooler_pre_activation(_model, _cls)
+    return pipeline.pooler_pre_activation(run.model, run.core["last_hidden_state"][0])
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _logit_lens(digest, source, config_json, _model, _cls_per_layer: np.ndarray) -> dict:
+@ui.cached
+def _logit_lens(run) -> dict:
     """Probabilities of all classes read off the CLS token after every layer: {"probs": [L+1, K], ...}."""
-    norm, head = final_norm_and_head(_model)
-    out = analysis.logit_lens(_cls_per_layer, norm, head, top_k=1)
+    norm, head = final_norm_and_head(run.model)
+    out = analysis.logit_lens(run.core["hidden_states"][:, :1, :], norm, head, top_k=1)
     return {"probs": out["probs"].astype(np.float32), "top1": out["top_indices"][:, 0].astype(np.int64)}
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _rollout_map(digest, source, config_json, _attentions: np.ndarray, grid: int) -> np.ndarray:
-    return analysis.cls_rollout_map(analysis.attention_rollout(_attentions), grid).astype(np.float32)
+@ui.cached(max_entries=8)
+def _rollout_map(run) -> np.ndarray:
+    return analysis.cls_rollout_map(analysis.attention_rollout(run.core["attentions"]),
+                                    run.config.grid_size).astype(np.float32)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _picture_source(digest, source, config_json, _image: np.ndarray) -> str:
-    """The picture the model saw as a compressed data URI (drawn under several maps)."""
-    return charts.image_source(_image)
-
-
-@st.cache_data(max_entries=64, show_spinner="Running the model on the image with the patches hidden ...")
-def _occluded_logits(digest, source, config_json, masked: tuple[int, ...], fill: str, _model,
-                     _pixel_values: np.ndarray) -> np.ndarray:
-    """Logits of a plain forward pass (no trace) on the picture with ``masked`` patches filled."""
-    return pipeline.occluded_output(_model, _pixel_values, masked, fill)
-
-
+@ui.cached
 def _picture(run) -> str:
-    return _picture_source(run.digest, run.source, run.config_json, run.image)
+    """The picture the model saw as a compressed data URI (drawn under several maps)."""
+    return charts.image_source(run.image)
 
 
-@st.cache_resource
-def _sensitivity_store() -> dict:
-    """Occlusion-sensitivity maps shared by all sessions (LRU, 32 entries): computing one takes N passes."""
-    return {"lock": threading.Lock(), "items": OrderedDict()}
+@ui.cached(max_entries=64, show_spinner="Running the model on the image with the patches hidden ...")
+def _occluded_logits(run, masked: tuple[int, ...], fill: str) -> np.ndarray:
+    """Logits of a plain forward pass (no trace) on the picture with ``masked`` patches filled."""
+    return pipeline.occluded_output(run.model, run.core["pixel_values"], masked, fill)
 
 
-def _stored_sensitivity(key):
-    store = _sensitivity_store()
-    with store["lock"]:
-        if key in store["items"]:
-            store["items"].move_to_end(key)
-            return store["items"][key]
-    return None
+#: Occlusion-sensitivity maps, kept for all sessions (computing one takes a forward pass per patch).
+SENSITIVITY = "pred:sensitivity"
 
 
-def _compute_sensitivity(key, model, pixel_values: np.ndarray, target: int | None, progress) -> np.ndarray:
+def _sensitivity(run, target: int | None, progress) -> np.ndarray:
     """Drop of the target class's probability (or of the feature's cosine similarity) per hidden patch."""
-    result = pipeline.occlusion_sensitivity_map(model, pixel_values, target, batch=SENSITIVITY_BATCH, progress=progress)
-    store = _sensitivity_store()
-    with store["lock"]:
-        store["items"][key] = result
-        while len(store["items"]) > 32:
-            store["items"].popitem(last=False)
-    return result
+    return pipeline.occlusion_sensitivity_map(run.model, run.core["pixel_values"], target, batch=SENSITIVITY_BATCH,
+                                              progress=lambda done, total: progress(done / total,
+                                                                                    f"{done} of {total} forward passes"))
 
 
 def _label(run, index: int) -> str:
@@ -188,8 +166,7 @@ def pooler_section(run) -> None:
     st.markdown("The pooler takes the normed CLS token, multiplies it by a D × D matrix and squashes every "
                 "number into (-1, 1) with tanh. Pre-training used this vector as the image's summary; the "
                 "dots below are this image's D values on the tanh curve.")
-    cls = run.core["last_hidden_state"][0]
-    pre = _pooler_pre_activation(run.digest, run.source, run.config_json, run.model, cls)
+    pre = _pooler_pre_activation(run)
     post = run.core["pooler_output"]
     cols = st.columns(3)
     cols[0].metric("features", f"{post.size}")
@@ -234,7 +211,7 @@ def logit_lens_section(run, k: int) -> None:
                 "the CLS token after **every** layer (row 0: the embeddings, before any layer). Each column is "
                 "one of the final top classes: watch where its probability lights up.")
     L = run.config.num_hidden_layers
-    lens = _logit_lens(run.digest, run.source, run.config_json, run.model, run.core["hidden_states"][:, :1, :])
+    lens = _logit_lens(run)
     probs = lens["probs"]
     final = analysis.top_indices(probs[-1], k)
     stages = ["embeddings"] + [f"after layer {i}" for i in range(L)]  # hidden_states[k]: after layer k - 1
@@ -278,8 +255,7 @@ def occlusion_section(run) -> None:
         ui.plot(charts.occlusion_view(run.image, attention, P, masked, source=_picture(run)), key=chart_key,
                 on_select=lambda: _toggle_clicked(run, chart_key), selection_mode="points")
     with right:
-        after = _occluded_logits(run.digest, run.source, run.config_json, tuple(masked), fill, run.model,
-                                 run.core["pixel_values"])
+        after = _occluded_logits(run, tuple(masked), fill)
         if _has_head(run):
             before_p = analysis.softmax(run.core["logits"])
             after_p = analysis.softmax(after)
@@ -300,8 +276,7 @@ def occlusion_section(run) -> None:
             st.caption(f"{len(masked)} of {g * g} patches hidden; they held {share:.0%} of the last layer's "
                        "CLS attention.")
         else:
-            reference = _occluded_logits(run.digest, run.source, run.config_json, (), fill, run.model,
-                                         run.core["pixel_values"])
+            reference = _occluded_logits(run, (), fill)
             similarity = float(analysis.cosine_similarity(after, reference))
             st.metric("feature similarity to the original", f"{similarity:.4f}",
                       f"{similarity - 1:+.4f}" if masked else None,
@@ -324,20 +299,16 @@ def side_by_side_section(run) -> None:
                 "that one patch is hidden (grey). Each map is divided by its largest absolute value and all "
                 "three share one colour scale.")
     raw = analysis.cls_attention_map(run.core["attentions"][-1], g, renormalise=True)
-    rollout = _rollout_map(run.digest, run.source, run.config_json, run.core["attentions"], g)
-    key = (run.digest, run.source, run.config_json, target)
-    sensitivity = _stored_sensitivity(key)
+    rollout = _rollout_map(run)
+    sensitivity = ui.stored(SENSITIVITY, run, (target,))
     if sensitivity is None:
         flops = g * g * total_flops(c, has_pooler=run.has_pooler, classifier=run.is_classifier)
         start = flops <= AUTO_SENSITIVITY_FLOPS or st.button(
             f"Compute occlusion sensitivity ({g * g} forward passes)", key="pred:sens_go", icon=":material/play_arrow:",
             help=f"About {flops / 1e9:,.0f} GFLOP: this can take a while on a CPU. The result is kept.")
         if start:
-            bar = st.progress(0.0, text=f"Hiding each of the {g * g} patches in turn ...")
-            sensitivity = _compute_sensitivity(
-                key, run.model, run.core["pixel_values"], target,
-                lambda done, total: bar.progress(done / total, text=f"{done} of {total} forward passes"))
-            bar.empty()
+            sensitivity = ui.cached_with_progress(SENSITIVITY, run, (target,), lambda progress: _sensitivity(
+                run, target, progress), label=f"Hiding each of the {g * g} patches in turn ...")
     maps = [analysis.normalise_map(raw), analysis.normalise_map(rollout)]
     titles = ["raw attention (last layer)", "attention rollout (all layers)"]
     if sensitivity is not None:
@@ -380,9 +351,7 @@ def checkpoints_table(run) -> None:
 
 
 # ------------------------------------------------------------------------------ the page
-run = ui.sidebar()
-if run is None:
-    st.stop()
+run = ui.open_page("pages/prediction.py")
 
 ui.stage_header(
     "6 · Pooler and prediction",
@@ -407,5 +376,4 @@ ui.lazy_section("Attention, rollout and occlusion, side by side", "pred:open_sid
                 lambda: side_by_side_section(run), what="three answers to which patches mattered, on one scale")
 checkpoints_table(run)
 
-ui.download_trace(run, key="pred:download")
-ui.next_stage(PAGE)
+ui.close_page(run, "pages/prediction.py")

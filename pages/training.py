@@ -46,9 +46,7 @@ current: trainer.TrainingRun | None = state.get(RUN)
 if current is not None:
     current.heartbeat()
     _offer_trained_model(current, current.status())  # before the sidebar, so its Weights box lists it
-run = ui.sidebar()
-if run is None:
-    st.stop()
+run = ui.open_page("pages/training.py")
 
 ui.stage_header(
     "7 · Training",
@@ -284,4 +282,4 @@ else:
     st.info("Press **Start a new run** to begin. The curves and pictures appear within a few seconds and update "
             "about once a second.")
 
-ui.next_stage("pages/training.py")
+ui.close_page(None, "pages/training.py")

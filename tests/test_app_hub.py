@@ -214,3 +214,12 @@ def test_two_sessions_asking_for_one_repository_at_once_download_it_once(offered
         assert len(slow.weight_requests(TINY)) == 1, slow.weight_requests(TINY)
     finally:
         slow.close()
+
+
+def test_the_sidebar_says_which_transform_prepared_the_picture(hub):
+    at = open_app("hub:facebook/dinov2-small")
+    said = " ".join(c.value for c in at.sidebar.caption)
+    assert "Prepared with the Hugging Face image processor: shortest side to 64 px" in said, said
+    assert "centre crop 56 px (floored offsets)" in said
+    at = open_app("random")
+    assert "Prepared with the Hugging Face image processor: resize to" in " ".join(c.value for c in at.sidebar.caption)

@@ -8,7 +8,8 @@ One concern a module:
   :func:`~.run.cached`, the one way a page caches what it derives from the run;
 * :mod:`.pictures`: the samples, the upload and what the sidebar says about the picture;
 * :mod:`.sidebar`: the shared sidebar that every page draws first;
-* :mod:`.parts`: the parts pages are built from, and the page scaffold :func:`~.parts.page`;
+* :mod:`.parts`: the parts pages are built from, and the scaffold every page opens and closes with
+  (:func:`~.parts.open_page`, :func:`~.parts.close_page`);
 * :mod:`.navigation`: the pages in teaching order, the page config, page-wide styles;
 * :mod:`.server`: process settings for a shared server, called once from ``app.py`` (importing this
   package changes nothing in the process).
@@ -28,7 +29,8 @@ from .parts import (
     lazy_section,
     model_knowledge,
     next_stage,
-    page,
+    close_page,
+    open_page,
     plot,
     shapes,
     show_source,
@@ -58,7 +60,7 @@ __all__ = [
     "RANDOM", "SESSION", "UPLOAD", "ModelSource", "Picture", "Run", "RunKey", "add_session_model", "bundled_name",
     "cached", "cached_with_progress", "clamp_index", "classroom_mode", "config_key", "core_trace", "download_trace",
     "einops_expression", "fixed_attention_scale", "get_model", "lazy_section", "load_base", "model_knowledge",
-    "next_stage", "one_of", "page", "patch_on_grid", "plot", "preset_sidebar", "remember", "sample_names", "shapes",
+    "next_stage", "one_of", "open_page", "close_page", "patch_on_grid", "plot", "preset_sidebar", "remember", "sample_names", "shapes",
     "show_source", "source_key", "stage_header", "store_clicked_patch", "stored", "trace_download", "trace_npz",
     "trace_readme",
 ]

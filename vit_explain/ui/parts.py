@@ -7,8 +7,7 @@ import functools
 import inspect
 import textwrap
 import threading
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import streamlit as st
 
@@ -18,26 +17,33 @@ from .run import Run, trace_download
 from .sources import bundled_name, get_model
 
 
-@contextmanager
-def page(path: str) -> Iterator[Run]:
-    """The scaffold every stage page opens and closes with: the shared sidebar first (the page stops there,
-    with a message, when nothing can run), then the page's own body, then the trace download and the link to
-    the next stage. ``path`` is the page's file as listed in ``PAGES``::
+def open_page(path: str) -> Run:
+    """What every stage page starts with: the shared sidebar, and the run it makes.
 
-        with ui.page("pages/mlp.py") as run:
-            ui.stage_header(...)
-            ...
+    When nothing can run (no picture, a model that does not load, settings that cannot run) the reason is
+    already on the page and the page stops here, so the rest of a page file can count on a run.
+    ``path`` is the page's file as listed in ``PAGES``.
     """
     from .sidebar import sidebar
 
-    if path not in [p for p, _, _ in PAGES]:
-        raise ValueError(f"{path!r} is not one of the app's pages: {[p for p, _, _ in PAGES]}")
+    _check_page(path)
     run = sidebar()
     if run is None:
         st.stop()
-    yield run
-    download_trace(run, key=f"{path}:download")
+    return run
+
+
+def close_page(run: Run, path: str) -> None:
+    """What every stage page ends with: the trace download and the link to the next stage."""
+    _check_page(path)
+    if run is not None:
+        download_trace(run, key=f"{path}:download")
     next_stage(path)
+
+
+def _check_page(path: str) -> None:
+    if path not in [p for p, _, _ in PAGES]:
+        raise ValueError(f"{path!r} is not one of the app's pages: {[p for p, _, _ in PAGES]}")
 
 
 def fixed_attention_scale(where=None) -> bool:

@@ -113,6 +113,8 @@ def sidebar() -> Run | None:
     slot.image(image, width=140,
                caption=f"{picture.name}, as the model sees it ({size} x {size}) · "
                        + ("your upload" if picture.origin == "upload" else "sample picture"))
+    if spec is not None:  # which transform prepared the picture: the Hugging Face processor's or timm's
+        slot.caption(f"Prepared with the {spec.describe()}.")
     if picture.note:
         slot.caption(picture.note)
     return Run(image_name=picture.name, key=key, model=model, config=model.config,

@@ -220,10 +220,8 @@ rollout_view()
 # ---- token PCA (interactive part reruns alone)
 @st.fragment
 def pca_view():
-    if not 0 <= st.session_state.get("layers:pca_layer", L) <= L:
-        st.session_state["layers:pca_layer"] = L
-    st.session_state.setdefault("layers:pca_layer", L)
-    layer = st.select_slider("Tokens", list(range(L + 1)), key="layers:pca_layer", format_func=charts.state_name,
+    layer = st.select_slider("Tokens", list(range(L + 1)), key=ui.remember("layers:pca_layer", ui.clamp_index(L + 1, L)),
+                             format_func=charts.state_name, persist_state="session",
                              help="hidden_states[k]: the embeddings (k = 0), or the stream after layer k - 1 "
                                   "(layer i is encoder.layer[i]).")
     if g * g < 3:

@@ -28,7 +28,9 @@ def open_page(path: str) -> Run:
 
     _check_page(path)
     run = sidebar()
+    st.session_state[_NOTICE_SLOT] = st.empty()  # where a link's refused values are said (see close_page)
     if run is None:
+        _finish_link()
         st.stop()
     return run
 
@@ -39,6 +41,22 @@ def close_page(run: Run, path: str) -> None:
     if run is not None:
         download_trace(run, key=f"{path}:download")
     next_stage(path)
+    _finish_link()
+
+
+#: The placeholder at the top of the page for the link notice.
+_NOTICE_SLOT = "_link_notice_slot"
+
+
+def _finish_link() -> None:
+    """The address bar becomes a link to this view; the sidebar offers to copy it; a link's refused values are said."""
+    from .links import link_control, link_notice, write_link
+
+    write_link()
+    link_control()
+    slot = st.session_state.pop(_NOTICE_SLOT, None)
+    if slot is not None:
+        link_notice(slot)
 
 
 def _check_page(path: str) -> None:

@@ -19,6 +19,7 @@ from ..pipeline import MAX_TOKENS, attention_memory_bytes, check_token_budget, d
 from ..preprocess import InvalidImageError, image_digest
 from . import state
 from .hub_box import HUB_OTHER, allowed, choose_hub_model, remember_loaded
+from .links import read_link
 from .navigation import PAGE_CONFIG, install_page_styles, leave_folder_mode
 from .pictures import choose_picture, picture_messages
 from .run import Run, RunKey, core_trace
@@ -51,6 +52,7 @@ def sidebar() -> Run | None:
     """Draw the shared sidebar and return the current run (None, with a message shown, if nothing can run)."""
     leave_folder_mode()
     st.set_page_config(**PAGE_CONFIG)  # also here: AppTest runs a switched-to page without app.py
+    read_link()  # a session's first run: the link's values, before any widget is drawn
     from ..trainer import page_run_started
 
     page_run_started()  # background training runs (the Training page) pause while pages are drawn

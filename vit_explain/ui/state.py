@@ -103,7 +103,11 @@ def remember(key: str, fix: Callable[[Any], Any]) -> str:
     # Written back every run, even unchanged: a value set through the session state before the widget is
     # drawn is the one the widget takes. (A page switch draws the sidebar's widgets anew, with identities of
     # that page, and Streamlit could otherwise restore an older value kept for one of them.)
-    st.session_state[key] = fix(st.session_state.get(key))
+    value = fix(st.session_state.get(key))
+    st.session_state[key] = value
+    from .links import applied
+
+    applied(key, value)  # a value asked for by a link that had to change is said on the page
     return key
 
 
@@ -148,6 +152,9 @@ def patch_on_grid(key: str, grid: int, default: int | None = None) -> int:
         value = int((r + 0.5) * grid / old) * grid + int((c + 0.5) * grid / old)
     value = int(min(max(int(value), 0), n - 1))
     state[key], state[key + "@grid"] = value, grid
+    from .links import applied
+
+    applied(key, value)
     return value
 
 

@@ -98,3 +98,20 @@ def test_hostile_links_open_the_app_with_defaults_and_at_most_one_notice(params)
         assert said.count("This link asked for") == 1, said
     assert at.sidebar.selectbox(key="w:model_choice").value in ("bundled:vit-cifar10", "random")
     assert "junk" not in at.query_params  # the address bar now holds this view's link only
+
+
+def test_every_figure_downloads_as_a_png_at_twice_its_size_named_after_page_figure_and_picture():
+    import json
+
+    at = open_app("bundled:shapes", page=ATTENTION)
+    picture = at.session_state["image"][0].rsplit(".", 1)[0]
+    charts = at.get("plotly_chart")
+    assert charts
+    for chart in charts:
+        config = json.loads(chart.proto.config)
+        options = config["toImageButtonOptions"]
+        assert options["format"] == "png" and options["scale"] == 2
+        name = options["filename"]
+        assert name.startswith("self-attention_") and name.endswith("_" + picture.lower()), name
+        assert all(c.isalnum() or c in "-_" for c in name), name
+        assert config["modeBarButtons"] == [["toImage"]]

@@ -51,9 +51,50 @@ def leave_folder_mode() -> None:
 
 
 def install_page_styles() -> None:
-    """The page-wide CSS and the narrow-screen sidebar closer (each page's run draws them again)."""
+    """The page-wide CSS, the narrow-screen sidebar closer and the figures' SVG button (each run draws them again;
+    the scripts install themselves once per browser tab)."""
     st.sidebar.html(PAGE_CSS)
     st.sidebar.html(CLOSE_SIDEBAR_AFTER_NAVIGATION_JS, unsafe_allow_javascript=True)
+    st.sidebar.html(SVG_BUTTON_JS, unsafe_allow_javascript=True)
+
+
+#: Every figure's toolbar (shown while the pointer is over it) downloads it as a PNG at twice its size (Plotly's
+#: own button, named by ``ui.parts.figure_file_name``); this script adds a second button beside it that saves the
+#: same figure as SVG. Both are made by plotly.js in the browser: the server does no work. The SVG button asks
+#: Plotly's own download button for an SVG once (its options are read when it is clicked) and puts them back.
+SVG_BUTTON_JS = """
+<script>
+if (!window.vitExplainSvgButtons) {
+  window.vitExplainSvgButtons = true;
+  const addButton = (group) => {
+    if (group.querySelector('.vit-svg-btn')) return;
+    const png = group.querySelector('.modebar-btn[data-title]:not(.vit-svg-btn)');
+    if (!png) return;
+    const svg = document.createElement('button');
+    svg.type = 'button';
+    svg.className = 'modebar-btn vit-svg-btn';
+    svg.setAttribute('rel', 'tooltip');
+    svg.setAttribute('data-title', 'Download plot as SVG');
+    svg.setAttribute('aria-label', 'Download plot as SVG');
+    svg.style.cssText = 'font: bold 9px sans-serif; line-height: 16px; padding: 3px 4px; color: rgba(68,68,68,0.7); cursor: pointer; background: none; border: 0;';
+    svg.textContent = 'SVG';
+    svg.addEventListener('click', (event) => {
+      event.preventDefault();
+      const gd = group.closest('.js-plotly-plot');
+      const options = gd && gd._context && gd._context.toImageButtonOptions;
+      if (!options) return;
+      const before = {format: options.format, scale: options.scale};
+      options.format = 'svg'; options.scale = 1;
+      png.click();
+      setTimeout(() => { options.format = before.format; options.scale = before.scale; }, 0);
+    });
+    group.appendChild(svg);
+  };
+  new MutationObserver(() => document.querySelectorAll('.modebar-group').forEach(addButton))
+    .observe(document.body, {childList: true, subtree: true});
+}
+</script>
+"""
 
 
 #: Page-wide styles: a compact sidebar, and less empty margin beside the page on laptop and projector

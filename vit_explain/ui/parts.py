@@ -27,6 +27,7 @@ def open_page(path: str) -> Run:
     from .sidebar import sidebar
 
     _check_page(path)
+    st.session_state[_CURRENT_PAGE] = path  # names the figures' downloads
     run = sidebar()
     st.session_state[_NOTICE_SLOT] = st.empty()  # where a link's refused values are said (see close_page)
     if run is None:
@@ -44,6 +45,8 @@ def close_page(run: Run, path: str) -> None:
     _finish_link()
 
 
+#: The page file running now (for the names of downloaded figures).
+_CURRENT_PAGE = "_current_page"
 #: The placeholder at the top of the page for the link notice.
 _NOTICE_SLOT = "_link_notice_slot"
 
@@ -210,7 +213,27 @@ def plot(fig, key: str | None = None, **kwargs):
             words += f"<br><span style='font-size:0.85rem;color:#555'>{_title_html(subtitle)}</span>"
         st.markdown(f"<div style='font-size:0.95rem;line-height:1.35'>{words}</div>",
                     unsafe_allow_html=True)
-    return st.plotly_chart(fig, key=key, config={"displaylogo": False, "displayModeBar": False}, **kwargs)
+    config = {"displaylogo": False, "displayModeBar": "hover", "modeBarButtons": [["toImage"]],
+              "toImageButtonOptions": {"format": "png", "scale": 2, "filename": figure_file_name(key, text)}}
+    return st.plotly_chart(fig, key=key, config=config, **kwargs)
+
+
+def figure_file_name(key: str | None, title: str | None = None) -> str:
+    """The name a downloaded figure gets: the page, the figure, the picture (``self-attention_layer-3-where-each-
+    head-looks_horse``), in lower-case letters, digits and dashes only."""
+    import re
+    from pathlib import Path
+
+    def slug(text: str, limit: int) -> str:
+        return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-")
+
+    path = st.session_state.get(_CURRENT_PAGE)
+    page = next((t.split("·")[-1] for p, t, _ in PAGES if p == path), "")
+    what = title or (key or "figure").split(":")[-1]
+    picture = (st.session_state.get(state.PICTURE) or ("picture", b""))[0]
+    parts = [slug(page, 30), slug(re.sub(r"<[^>]+>", " ", what), 50), slug(Path(picture).stem, 30)]
+    return "_".join(p for p in parts if p) or "figure"
+
 
 def model_knowledge(run: Run) -> None:
     """Say what the chosen model knows (and cannot), and warn plainly when a photo meets the shapes model."""

@@ -3,6 +3,7 @@ and hostile links open the app with the defaults, one notice and no exception.""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -115,3 +116,22 @@ def test_every_figure_downloads_as_a_png_at_twice_its_size_named_after_page_figu
         assert name.startswith("self-attention_") and name.endswith("_" + picture.lower()), name
         assert all(c.isalnum() or c in "-_" for c in name), name
         assert config["modeBarButtons"] == [["toImage"]]
+
+
+def test_download_this_page_writes_one_self_contained_html_file():
+    from vit_explain.ui import keep
+
+    at = open_app("bundled:shapes", page=ATTENTION)
+    buttons = [b for b in at.get("download_button") if "keep" in b.proto.id]
+    assert buttons, "no 'Download this page' button"
+    record = at.session_state[keep.RECORD]
+    assert record["page"] == ATTENTION
+    figures = [i for i in record["items"] if i["kind"] == "figure"]
+    assert len(figures) == len(at.get("plotly_chart"))
+    text = keep.page_html(record["items"], page_title="3 · Self-attention", picture=("horse.png", np.zeros((8, 8, 3))),
+                          settings=[("model", "bundled shapes")], link="http://localhost/attention?model=bundled%3Ashapes")
+    assert text.count("<script>") == 2  # plotly.js once, then the script that draws the figures
+    assert text.count("class='figure'") == len(figures)
+    assert "http://" not in text.replace("http://localhost/attention", "").split("<script>")[0]
+    assert "src='http" not in text and 'src="http' not in text  # nothing fetched from a network
+    assert len(text.encode()) < 10e6

@@ -112,3 +112,32 @@ def test_figures_download_as_png_and_svg_with_their_names(server, browser, tmp_p
         assert text.lstrip().startswith("<svg") and "</svg>" in text
     finally:
         page.context.close()
+
+
+def test_the_downloaded_page_opens_offline_with_every_figure(server, browser, tmp_path):
+    page = _open(browser, server, 1366)
+    try:
+        _go(page, "3 · Self-attention")
+        shown = page.locator('[data-testid="stPlotlyChart"]').count()
+        with page.expect_download() as saved:
+            page.get_by_role("button", name="Download this page (.html)").click()
+        path = tmp_path / saved.value.suggested_filename
+        saved.value.save_as(path)
+        assert path.suffix == ".html" and path.stat().st_size < 10e6, (path.name, path.stat().st_size)
+    finally:
+        page.context.close()
+    context = browser.new_context(viewport={"width": 1366, "height": 900}, offline=True)
+    try:
+        offline = context.new_page()
+        requests = []
+        offline.on("request", lambda r: requests.append(r.url))
+        offline.goto(path.as_uri())
+        offline.wait_for_function(f"document.querySelectorAll('.js-plotly-plot').length === {shown}", timeout=60_000)
+        texts = offline.evaluate("() => Array.from(document.querySelectorAll('.js-plotly-plot svg text')).length")
+        assert texts > 0
+        assert "Self-attention" in offline.locator("h1").inner_text()
+        assert offline.locator("img").first.evaluate("img => img.naturalWidth") > 0  # the picture, inline
+        assert [u for u in requests if not u.startswith(("file:", "data:", "blob:"))] == []
+        offline.screenshot(path=str(tmp_path / "kept.png"), full_page=True)
+    finally:
+        context.close()

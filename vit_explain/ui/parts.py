@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from . import state
+from . import keep, state
 from .navigation import PAGES
 from .run import Run, trace_download
 from .sources import bundled_name, get_model
@@ -28,6 +28,7 @@ def open_page(path: str) -> Run:
 
     _check_page(path)
     st.session_state[_CURRENT_PAGE] = path  # names the figures' downloads
+    keep.start(path)  # what this run draws is noted for "Download this page"
     run = sidebar()
     st.session_state[_NOTICE_SLOT] = st.empty()  # where a link's refused values are said (see close_page)
     if run is None:
@@ -40,7 +41,11 @@ def close_page(run: Run, path: str) -> None:
     """What every stage page ends with: the trace download and the link to the next stage."""
     _check_page(path)
     if run is not None:
-        download_trace(run, key=f"{path}:download")
+        left, right = st.columns(2)
+        with left:
+            download_trace(run, key=f"{path}:download")
+        with right:
+            keep.download_page_button(run, path, next(t for p, t, _ in PAGES if p == path))
     next_stage(path)
     _finish_link()
 
@@ -85,6 +90,8 @@ def fixed_attention_scale(where=None) -> bool:
 def stage_header(title: str, summary: str, classes: list[str] | None = None) -> None:
     """Title, what this stage does in plain words, and which classes of the model code it covers."""
     st.title(title)
+    keep.record_text("title", title)
+    keep.record_text("markdown", summary)
     if classes:
         st.caption("Classes in the code on this page: " + " · ".join(f"`{c}`" for c in classes))
     st.markdown(summary)
@@ -213,6 +220,7 @@ def plot(fig, key: str | None = None, **kwargs):
             words += f"<br><span style='font-size:0.85rem;color:#555'>{_title_html(subtitle)}</span>"
         st.markdown(f"<div style='font-size:0.95rem;line-height:1.35'>{words}</div>",
                     unsafe_allow_html=True)
+    keep.record_figure(fig, text, subtitle)
     config = {"displaylogo": False, "displayModeBar": "hover", "modeBarButtons": [["toImage"]],
               "toImageButtonOptions": {"format": "png", "scale": 2, "filename": figure_file_name(key, text)}}
     return st.plotly_chart(fig, key=key, config=config, **kwargs)

@@ -1,5 +1,7 @@
 """Stage 7, training: train a small ViT here and watch its attention, positions and filters form."""
 
+import logging
+
 import streamlit as st
 
 from vit_explain import trainer, ui
@@ -11,6 +13,7 @@ SNAP = "train:snapshot"  # chosen snapshot step
 FOLLOW = "train:follow"  # the slider follows the newest snapshot
 #: The two-minute start (README, "Training stage"): what the quick-start button puts in the sidebar.
 QUICK_START = dict(image_size=64, patch_size=8, hidden_size=64, num_heads=4, num_layers=2, mlp_size=128)
+log = logging.getLogger(__name__)
 DATA_LABELS = {"shapes": "Synthetic shapes (8 classes, new pictures every step)", "cifar10": "CIFAR-10 photos (10 classes)"}
 
 
@@ -123,7 +126,8 @@ def start_new_run() -> None:
     classes = data.classes
     try:
         model = trainer.build_model(cfg, classes, base=run.model if start == "sidebar" else None)
-    except ValueError as exc:
+    except ValueError as exc:  # weights this page cannot train (no classification head, too large)
+        log.exception("Training page: a run could not start")
         state["train:error"] = str(exc)
         return
     state.pop("train:error", None)
@@ -153,7 +157,8 @@ buttons.button("Start a new run", key="train:start_button", type="primary", icon
 buttons.button("Stop", key="train:stop", icon=":material/stop:", disabled=not active, on_click=stop_run)
 buttons.button("Resume", key="train:resume", icon=":material/resume:", on_click=resume_run,
                   disabled=status is None or not status.can_resume)
-if problem:
+if problem:  # the sidebar's settings, not a fault: said to the user, noted in the server's log without a traceback
+    log.info("Training page: these settings cannot train: %s", problem)
     st.error(problem)
 if state.get("train:error"):
     st.error(f"This run cannot start: {state['train:error']}")

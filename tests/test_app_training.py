@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 from app_helpers import open_app
@@ -22,13 +21,11 @@ def _titles(at) -> list[str]:
 
 
 def _wait_for_steps(at, steps: int, timeout: float = 120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        status = at.session_state["train:run"].status()
-        if status.step >= steps and len(status.snapshots) >= 2:
-            return status
-        time.sleep(0.2)
-    raise AssertionError(f"the run did not reach step {steps}: {at.session_state['train:run'].status()}")
+    """Block until the page's run has taken ``steps`` steps and kept two snapshots (woken by the run itself)."""
+    run = at.session_state["train:run"]
+    if not run.wait_until(lambda s: s.step >= steps and len(s.snapshots) >= 2, timeout):
+        raise AssertionError(f"the run did not reach step {steps}: {run.status()}")
+    return run.status()
 
 
 @pytest.fixture
@@ -115,16 +112,16 @@ def test_resume_continues_the_same_run(page):
 
 
 def test_a_run_waits_for_a_free_slot_and_shows_its_place(page):
-    from test_trainer import FixedData, make_run
+    from test_trainer import make_run
 
     from vit_explain import trainer
 
     pool = trainer.server_pool()
-    others = [make_run(data=FixedData(delay=0.01), pool=pool, max_steps=100_000) for _ in range(pool.slots)]
+    others = [make_run(pool=pool, max_steps=100_000) for _ in range(pool.slots)]
     try:
         for other in others:  # another session holds every slot of this server
             other.start()
-        assert all(_wait(lambda o=o: o.status().state == "running") for o in others)
+        assert all(o.wait_until(lambda s: s.state == "running", 60.0) for o in others)
         at = page
         at.button(key="train:start_button").click().run()
         _ok(at)
@@ -132,18 +129,10 @@ def test_a_run_waits_for_a_free_slot_and_shows_its_place(page):
         assert any("place 1 in the queue" in w.value for w in at.warning), [w.value for w in at.warning]
         for other in others:
             other.stop()
-        assert _wait(lambda: at.session_state["train:run"].status().state == "running")
+        assert at.session_state["train:run"].wait_until(lambda s: s.state == "running", 60.0)
         at.run()
         assert any("Training: step" in i.value for i in at.info)
     finally:
         for other in others:
             other.stop()
 
-
-def _wait(predicate, timeout: float = 60.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False

@@ -16,7 +16,8 @@ from PIL import Image
 
 from vit_explain.imagefolder import load_image_folder
 from vit_explain.augment import crop_and_flip
-from vit_explain.train import default_config, evaluate_split, main, train_images
+from vit_explain.train import main
+from vit_explain.training import ImageFolderSource, TrainConfig, default_config, evaluate_split, train
 
 CLASSES = ["blue", "red"]
 
@@ -51,6 +52,17 @@ def data_tar(data_dir: Path) -> Path:
     with tarfile.open(path, "w:gz") as archive:
         archive.add(data_dir, arcname="toy")
     return path
+
+
+def run_picture_loop(config, data, *, device="cpu", state_path=None, stop_after_epochs=None, log=None, **settings):
+    """A run of the picture loop: TrainConfig's fields as keywords, with the picture recipe's defaults below."""
+    settings = {"label_smoothing": 0.1, "lr_floor": 0.0, "warmup_epochs": 2.0, "batch_size": 128, **settings}
+    source = ImageFolderSource(data)
+    per_epoch = source.steps_per_epoch(settings["batch_size"])
+    stop = None if stop_after_epochs is None else stop_after_epochs * per_epoch
+    model, history, _, _ = train(config, source, TrainConfig(**settings), device=device, state_path=state_path,
+                                 stop_after_steps=stop, log=log or (lambda _: None))
+    return model, history
 
 
 def _tiny_config(num_labels: int = 2):
@@ -130,8 +142,8 @@ def test_training_learns_and_resumes_exactly(data_dir, tmp_path):
     data = load_image_folder(data_dir)
     config = _tiny_config()
     untrained = evaluate_split(_fresh(config), data.test, 2)
-    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu", eval_n=0, log=lambda _: None)
-    model, history = train_images(config, data, **kwargs)
+    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu")
+    model, history = run_picture_loop(config, data, **kwargs)
     assert [r["epoch"] for r in history] == list(range(1, 7))
     assert history[-1]["loss"] < history[0]["loss"] - 0.1
     trained = evaluate_split(model, data.test, 2)
@@ -143,9 +155,9 @@ def test_training_learns_and_resumes_exactly(data_dir, tmp_path):
 
     # interrupted after 2 epochs, then started again with the same arguments: the same weights
     state = tmp_path / "state.pt"
-    partial, partial_history = train_images(config, data, state_path=state, stop_after_epochs=2, **kwargs)
+    partial, partial_history = run_picture_loop(config, data, state_path=state, stop_after_epochs=2, **kwargs)
     assert len(partial_history) == 2 and state.exists()
-    resumed, resumed_history = train_images(config, data, state_path=state, **kwargs)
+    resumed, resumed_history = run_picture_loop(config, data, state_path=state, **kwargs)
     assert [r["epoch"] for r in resumed_history] == list(range(1, 7))
     for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
@@ -209,7 +221,7 @@ def _check_outputs(out, tmp_path, capsys):
 
 def test_bf16_autocasts_the_products_keeps_float32_weights_and_still_learns(data_dir):
     from vit_explain import ViTForImageClassification
-    from vit_explain.train import make_optimizer, train_step
+    from vit_explain.training import make_optimizer, train_step
 
     data = load_image_folder(data_dir)
     config = _tiny_config()
@@ -227,10 +239,10 @@ def test_bf16_autocasts_the_products_keeps_float32_weights_and_still_learns(data
     with pytest.raises(ValueError, match="precision"):
         train_step(model, optimizer, x, y, precision="fp16")
     with pytest.raises(ValueError, match="precision"):
-        train_images(config, data, epochs=1, precision="half", log=lambda _: None)
+        run_picture_loop(config, data, epochs=1, precision="half")
 
-    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu", eval_n=0, log=lambda _: None)
-    model, _ = train_images(config, data, precision="bf16", **kwargs)
+    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu")
+    model, _ = run_picture_loop(config, data, precision="bf16", **kwargs)
     assert isinstance(model, ViTForImageClassification)
     assert evaluate_split(model, data.test, 2)["top1"] >= 0.85
 
@@ -239,7 +251,7 @@ def test_bf16_autocasts_the_products_keeps_float32_weights_and_still_learns(data
 
 
 def test_forward_keeping_every_patch_is_the_model_and_a_subset_is_those_tokens_alone():
-    from vit_explain.train import forward_keeping
+    from vit_explain.training import forward_keeping
 
     config = _tiny_config()  # 16 px, patch 4: 16 patches
     model = _fresh(config)
@@ -258,7 +270,7 @@ def test_forward_keeping_every_patch_is_the_model_and_a_subset_is_those_tokens_a
 
 
 def test_patches_to_keep_draws_distinct_sorted_patches_per_picture():
-    from vit_explain.train import patches_to_keep
+    from vit_explain.training import patches_to_keep
 
     rng = np.random.default_rng(0)
     keep = patches_to_keep(rng, 500, 64, 0.5)
@@ -275,11 +287,11 @@ def test_patches_to_keep_draws_distinct_sorted_patches_per_picture():
 
 
 def test_training_with_half_the_patches_learns_is_deterministic_and_ends_on_all_patches(data_dir, monkeypatch):
-    import vit_explain.train as train_module
+    import vit_explain.training.loop as train_module  # the loop calls these
 
     data = load_image_folder(data_dir)
     config = _tiny_config()
-    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu", eval_n=0, log=lambda _: None,
+    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu",
                   keep_patches=0.5, full_epochs=1)
     seen, original = [], train_module.train_step
 
@@ -288,24 +300,24 @@ def test_training_with_half_the_patches_learns_is_deterministic_and_ends_on_all_
         return original(*args, keep_patches=keep_patches, **kw)
 
     monkeypatch.setattr(train_module, "train_step", spy)
-    model, history = train_images(config, data, **kwargs)
+    model, history = run_picture_loop(config, data, **kwargs)
     steps = len(seen) // 6
     assert set(seen[: 5 * steps]) == {(32, 8)} and set(seen[5 * steps :]) == {None}  # 8 of 16 patches, then all
     assert history[-1]["loss"] < history[0]["loss"] - 0.1
     assert evaluate_split(model, data.test, 2)["top1"] >= 0.85
-    again, _ = train_images(config, data, **kwargs)
+    again, _ = run_picture_loop(config, data, **kwargs)
     for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), name
     with pytest.raises(ValueError, match="fraction"):
-        train_images(config, data, epochs=1, keep_patches=0.0, log=lambda _: None)
+        run_picture_loop(config, data, epochs=1, keep_patches=0.0)
 
 
 def test_training_with_rand_augment_and_mixing_learns_from_soft_labels_and_resumes_exactly(data_dir, tmp_path, monkeypatch):
-    import vit_explain.train as train_module
+    import vit_explain.training.loop as train_module  # the loop calls these
 
     data = load_image_folder(data_dir)
     config = _tiny_config()
-    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu", eval_n=0, log=lambda _: None,
+    kwargs = dict(epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5, device="cpu",
                   rand_augment_ops=2, rand_augment_magnitude=9, mix=1.0)
     targets_seen, original = [], train_module.train_step
 
@@ -314,7 +326,7 @@ def test_training_with_rand_augment_and_mixing_learns_from_soft_labels_and_resum
         return original(*args, targets=targets, **kw)
 
     monkeypatch.setattr(train_module, "train_step", spy)
-    model, history = train_images(config, data, **kwargs)
+    model, history = run_picture_loop(config, data, **kwargs)
     assert all(t is not None and t.shape == (32, 2) for t in targets_seen)  # every batch mixed (mix=1)
     assert all(torch.allclose(t.sum(-1), torch.ones(32)) for t in targets_seen)
     assert any(((t > 0.05) & (t < 0.95)).any() for t in targets_seen)  # soft, not one-hot
@@ -322,14 +334,14 @@ def test_training_with_rand_augment_and_mixing_learns_from_soft_labels_and_resum
     assert evaluate_split(model, data.test, 2)["top1"] >= 0.8
 
     state = tmp_path / "state.pt"
-    train_images(config, data, state_path=state, stop_after_epochs=3, **kwargs)
-    resumed, _ = train_images(config, data, state_path=state, **kwargs)
+    run_picture_loop(config, data, state_path=state, stop_after_epochs=3, **kwargs)
+    resumed, _ = run_picture_loop(config, data, state_path=state, **kwargs)
     for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
 
 def test_the_augmentation_ramp_grows_the_strength_epoch_by_epoch_to_the_given_values(data_dir, monkeypatch):
-    import vit_explain.train as train_module
+    import vit_explain.training.loop as train_module  # the loop calls these
 
     data = load_image_folder(data_dir)
     magnitudes, mixed, original = [], [], train_module.rand_augment
@@ -344,14 +356,14 @@ def test_the_augmentation_ramp_grows_the_strength_epoch_by_epoch_to_the_given_va
 
     monkeypatch.setattr(train_module, "rand_augment", spy_augment)
     monkeypatch.setattr(train_module, "train_step", spy_step)
-    train_images(_tiny_config(), data, epochs=4, batch_size=32, seed=5, device="cpu", eval_every_epochs=0,
-                 log=lambda _: None, rand_augment_ops=2, rand_augment_magnitude=12, mix=1.0, augment_ramp=True)
+    run_picture_loop(_tiny_config(), data, epochs=4, batch_size=32, seed=5, device="cpu",
+                 rand_augment_ops=2, rand_augment_magnitude=12, mix=1.0, augment_ramp=True)
     steps = len(magnitudes) // 4
     assert magnitudes == pytest.approx([3.0] * steps + [6.0] * steps + [9.0] * steps + [12.0] * steps)
     assert all(mixed[-steps:])  # the last epoch mixes every batch
     assert sum(mixed[:steps]) < steps  # the first mixes about a quarter of them
     with pytest.raises(ValueError, match="magnitude"):  # refused at the start, not when the ramp gets there
-        train_images(_tiny_config(), data, epochs=4, log=lambda _: None, rand_augment_ops=2, rand_augment_magnitude=40,
+        run_picture_loop(_tiny_config(), data, epochs=4, rand_augment_ops=2, rand_augment_magnitude=40,
                      augment_ramp=True)
 
 
@@ -370,7 +382,7 @@ def _mean_self_and_neighbour_attention(model, x) -> tuple[float, float]:
 
 
 def test_mimetic_start_makes_attention_local_and_value_output_a_negative_identity():
-    from vit_explain.train import init_mimetic_attention, init_sincos_positions
+    from vit_explain.training import init_mimetic_attention, init_sincos_positions
 
     config = default_config(image_size=32, patch_size=4, hidden_size=64, num_hidden_layers=2, num_attention_heads=2)
     x = torch.rand(4, 3, 32, 32) * 2 - 1
@@ -408,7 +420,7 @@ def test_mimetic_start_makes_attention_local_and_value_output_a_negative_identit
 def test_bf16_training_steps_use_the_plain_attention_kernel_on_cpu_with_the_same_numbers():
     from torch.profiler import ProfilerActivity, profile
 
-    from vit_explain.train import train_step
+    from vit_explain.training import train_step
 
     config = _tiny_config()
     x = torch.rand(8, 3, 16, 16) * 2 - 1

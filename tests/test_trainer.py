@@ -1,10 +1,13 @@
-"""The background trainer of the Training stage: it learns, keeps its caps, frees its slot, leaves no thread."""
+"""The background trainer of the Training stage: it learns, keeps its caps, frees its slot, leaves no thread.
+
+Time is the runs' injectable clock (:class:`FakeClock`), moved by the tests: nothing here sleeps.
+Waits block on the run's own notifications (:meth:`TrainingRun.wait_until`) or on its thread.
+"""
 
 from __future__ import annotations
 
 import io
 import threading
-import time
 import zipfile
 
 import numpy as np
@@ -12,59 +15,84 @@ import pytest
 import torch
 
 from vit_explain import trainer
-from vit_explain.train import default_config, images_to_pixel_values
 from vit_explain.synthetic import CLASS_NAMES, sample
+from vit_explain.training import Pictures, default_config, images_to_pixel_values
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
             intermediate_size=64)
+WAIT = 60.0  # seconds a test waits for something that takes milliseconds, before it fails
 
 
 def tiny_config(**changes):
     return default_config(**{**TINY, **changes})
 
 
+class FakeClock:
+    """A clock that moves only when told: the runs' ``clock`` and ``timer``, and their page activity's."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self.now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self.now += seconds
+
+
 class FixedData:
-    """One fixed batch every step (so the loss must fall as the model memorises it); optional hooks."""
+    """One fixed batch every step (so the loss must fall as the model memorises it); optional hooks.
+
+    ``on_batch(step)`` runs in the worker as each step draws its pictures; ``fail_at`` makes that fail.
+    """
 
     name = "shapes"
 
-    def __init__(self, image_size=32, n=16, delay=0.0, fail_at=None):
+    def __init__(self, image_size=32, n=16, on_batch=None, fail_at=None):
         images, labels, _ = sample(n, seed=7, image_size=image_size)
+        self.images, self.labels = images, labels
         self.x, self.y = images_to_pixel_values(images), torch.from_numpy(labels)
         self.classes = list(CLASS_NAMES)
         self.probe_image, self.probe_label = images[0], int(labels[0])
-        self.delay, self.fail_at = delay, fail_at
+        self.on_batch, self.fail_at = on_batch, fail_at
         self.loaded = 0
 
     def load(self):
         self.loaded += 1
 
-    def batch(self, step, batch_size, seed):
+    def steps_per_epoch(self, batch_size):
+        return None
+
+    def pictures(self, step, config):
         if self.fail_at is not None and step >= self.fail_at:
             raise RuntimeError("the data went away")
-        if self.delay:
-            time.sleep(self.delay)
-        return self.x, self.y
+        if self.on_batch is not None:
+            self.on_batch(step)
+        return Pictures(self.images, self.labels, np.random.default_rng(step))
 
     def held_out(self):
         return self.x, self.y
 
 
-def make_run(data=None, pool=None, **settings):
+def make_run(data=None, pool=None, clock=None, max_snapshots=trainer.MAX_SNAPSHOTS, **settings):
+    """A tiny run; on a :class:`FakeClock` (its own, unless given) for its clock, timer and page activity."""
     settings = trainer.TrainSettings(**{"max_steps": 30, "max_seconds": 120.0, "lr": 3e-3, "warmup": 3,
                                         "snapshot_every": 5, **settings})
     model = trainer.build_model(tiny_config(), CLASS_NAMES)
-    return trainer.TrainingRun(model, data or FixedData(), settings, pool=pool or trainer.SlotPool(1),
-                               abandon_after_s=60.0)
+    clock = clock or FakeClock()
+    run = trainer.TrainingRun(model, data or FixedData(), settings, pool=pool or trainer.SlotPool(1),
+                              abandon_after_s=60.0, clock=clock, timer=clock, activity=trainer.PageActivity(clock),
+                              max_snapshots=max_snapshots)
+    run.fake_clock = clock
+    return run
 
 
-def wait_for(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+def steps_reach(run, step):
+    assert run.wait_until(lambda s: s.step >= step, WAIT), run.status()
+    return run.status()
 
 
 def no_training_threads():
@@ -74,7 +102,10 @@ def no_training_threads():
 @pytest.fixture(autouse=True)
 def _no_thread_left_behind():
     yield
-    assert wait_for(no_training_threads, 10.0), [t.name for t in threading.enumerate()]
+    for thread in threading.enumerate():
+        if thread.name.startswith("vit-explain-training-"):
+            thread.join(10.0)
+    assert no_training_threads(), [t.name for t in threading.enumerate()]
 
 
 def test_a_run_lowers_the_loss_and_records_every_step():
@@ -118,7 +149,9 @@ def test_the_step_cap_and_the_time_cap_stop_a_run():
     run.start()  # nothing left to do: it stays stopped
     assert run.status().state == "stopped" and not run.status().can_resume
 
-    slow = make_run(data=FixedData(delay=0.15), max_steps=10_000, max_seconds=0.6)
+    clock = FakeClock()  # every step takes 0.15 s of this clock
+    slow = make_run(data=FixedData(on_batch=lambda step: clock.advance(0.15)), clock=clock, max_steps=10_000,
+                    max_seconds=0.6)
     slow.start()
     slow.join(60)
     status = slow.status()
@@ -128,17 +161,17 @@ def test_the_step_cap_and_the_time_cap_stop_a_run():
 
 
 def test_stop_then_resume_continues_from_the_same_step():
-    run = make_run(data=FixedData(delay=0.01), max_steps=10_000)
+    run = make_run(max_steps=10_000)
     run.start()
-    assert wait_for(lambda: run.status().step >= 5)
+    steps_reach(run, 5)
     run.stop()
     status = run.status()
     assert status.state == "stopped" and status.reason == "stopped" and status.can_resume
     stopped_at = status.step
-    time.sleep(0.2)
+    assert not run.thread.is_alive()  # its thread has ended: nothing can move it on
     assert run.status().step == stopped_at  # really stopped
     run.resume()
-    assert wait_for(lambda: run.status().step >= stopped_at + 5)
+    steps_reach(run, stopped_at + 5)
     run.stop()
     assert run.status().steps == list(range(1, run.status().step + 1))
     assert run.data.loaded == 1  # the data is read once per run
@@ -146,19 +179,18 @@ def test_stop_then_resume_continues_from_the_same_step():
 
 def test_runs_beyond_the_slot_limit_queue_with_their_place_and_get_the_slot_when_it_is_freed():
     pool = trainer.SlotPool(1)
-    first = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=10_000)
-    second = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=10_000)
-    third = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=10_000)
+    first = make_run(pool=pool, max_steps=10_000)
+    second = make_run(pool=pool, max_steps=10_000)
+    third = make_run(pool=pool, max_steps=10_000)
     first.start()
-    assert wait_for(lambda: first.status().state == "running")
+    assert first.wait_until(lambda s: s.state == "running", WAIT)
     second.start()
     third.start()
-    assert wait_for(lambda: second.status().queue_position == 1 and third.status().queue_position == 2)
-    time.sleep(0.3)
+    assert second.status().queue_position == 1 and third.status().queue_position == 2  # in the queue at once
     assert second.status().step == 0 and pool.running == 1 and pool.waiting == 2
     first.stop()
-    assert wait_for(lambda: second.status().state == "running")
-    assert wait_for(lambda: third.status().queue_position == 1)
+    assert second.wait_until(lambda s: s.state == "running", WAIT)
+    assert third.wait_until(lambda s: s.queue_position == 1, WAIT)
     third.stop()  # leaving the queue
     assert third.status().state == "stopped" and pool.waiting == 0
     second.stop()
@@ -168,13 +200,16 @@ def test_runs_beyond_the_slot_limit_queue_with_their_place_and_get_the_slot_when
 def test_an_abandoned_run_stops_by_itself_and_frees_its_slot():
     pool = trainer.SlotPool(1)
     owner_there = [True]
-    run = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=100_000)
+    run = make_run(pool=pool, max_steps=100_000)
     run._alive = lambda: owner_there[0]
     run.abandon_after_s = 0.5
     run.start()
-    time.sleep(1.5)  # three times the grace period: alive() keeps it going
+    steps_reach(run, 1)
+    run.fake_clock.advance(1.5)  # three times the grace period: alive() keeps it going
+    steps_reach(run, run.status().step + 2)  # (steps taken after that time)
     assert run.status().state == "running"
     owner_there[0] = False
+    run.fake_clock.advance(1.0)
     run.join(30)
     status = run.status()
     assert status.state == "stopped" and status.reason == "abandoned", status
@@ -183,30 +218,34 @@ def test_an_abandoned_run_stops_by_itself_and_frees_its_slot():
 
 def test_a_queued_run_whose_owner_left_gives_up_its_place():
     pool = trainer.SlotPool(1)
-    busy = make_run(data=FixedData(delay=0.01), pool=pool, max_steps=100_000)
+    busy = make_run(pool=pool, max_steps=100_000)
     busy.start()
-    assert wait_for(lambda: busy.status().state == "running")
+    assert busy.wait_until(lambda s: s.state == "running", WAIT)
     waiting = make_run(pool=pool)
     waiting.abandon_after_s = 0.3  # no alive() and no heartbeat: silent from the start
     waiting.start()
+    waiting.fake_clock.advance(1.0)
     waiting.join(30)
     assert waiting.status().reason == "abandoned" and pool.waiting == 0 and waiting.status().step == 0
     busy.stop()
 
 
 def test_heartbeats_keep_a_run_alive():
-    run = make_run(data=FixedData(delay=0.01), max_steps=100_000)
+    run = make_run(max_steps=100_000)
     run.abandon_after_s = 0.4
     run.start()
-    for _ in range(10):
-        time.sleep(0.1)
+    steps_reach(run, 1)
+    for _ in range(10):  # a second of heartbeats, 0.1 s apart, with steps taken in between
+        run.fake_clock.advance(0.1)
         run.heartbeat()
+        steps_reach(run, run.status().step + 1)
     assert run.status().state == "running"
-    run.join(30)  # heartbeats stop: so does the run
+    run.fake_clock.advance(1.0)  # heartbeats stop: so does the run
+    run.join(30)
     assert run.status().reason == "abandoned"
 
 
-def test_a_failure_becomes_a_message_and_frees_the_slot():
+def test_a_failure_becomes_a_message_and_frees_the_slot(caplog):
     pool = trainer.SlotPool(1)
     run = make_run(data=FixedData(fail_at=3), pool=pool)
     run.start()
@@ -214,18 +253,18 @@ def test_a_failure_becomes_a_message_and_frees_the_slot():
     status = run.status()
     assert status.state == "failed" and "the data went away" in status.message and status.step == 3
     assert pool.running == 0 and not status.can_resume
+    assert any(r.exc_info and "the data went away" in str(r.exc_info[1]) for r in caplog.records)  # in the server's log
 
 
-def test_snapshots_stay_bounded_and_evenly_spaced(monkeypatch):
-    monkeypatch.setattr(trainer, "MAX_SNAPSHOTS", 6)
-    run = make_run(max_steps=50, snapshot_every=1)
+def test_snapshots_stay_bounded_and_evenly_spaced():
     seen = []
+    data = FixedData()
+    run = make_run(data=data, max_steps=50, snapshot_every=1, max_snapshots=6)
+    data.on_batch = lambda step: seen.append(len(run.status().snapshots))  # at every step of the run
     run.start()
-    while run.thread.is_alive():
-        seen.append(len(run.status().snapshots))
-        time.sleep(0.005)
+    run.join(60)
     steps = [s.step for s in run.status().snapshots]
-    assert max(seen + [len(steps)]) <= 6
+    assert len(seen) == 50 and max(seen + [len(steps)]) <= 6
     assert steps[0] == 0 and steps[-1] == 50 and steps == sorted(set(steps))
     gaps = np.diff(steps[:-1])
     assert len(set(gaps.tolist())) == 1, steps  # even spacing (the last one is where the run stopped)
@@ -235,14 +274,7 @@ def test_snapshots_stay_bounded_and_evenly_spaced(monkeypatch):
 def test_the_worker_uses_one_torch_thread_and_leaves_the_others_alone():
     before = torch.get_num_threads()
     seen = {}
-    data = FixedData()
-    original = data.batch
-
-    def spy(step, batch_size, seed):
-        seen.setdefault("threads", torch.get_num_threads())
-        return original(step, batch_size, seed)
-
-    data.batch = spy
+    data = FixedData(on_batch=lambda step: seen.setdefault("threads", torch.get_num_threads()))
     run = make_run(data=data, max_steps=3)
     run.start()
     run.join(60)
@@ -295,11 +327,12 @@ def test_shapes_data_is_fixed_by_its_seeds():
     a.load(), b.load()
     torch.testing.assert_close(a.held_out()[0], b.held_out()[0])
     np.testing.assert_array_equal(a.probe_image, b.probe_image)
-    x1, y1 = a.batch(3, 8, seed=0)
-    x2, y2 = b.batch(3, 8, seed=0)
+    config = trainer.TrainSettings(batch_size=8, seed=0).train_config()
+    p1, p2 = a.pictures(3, config), b.pictures(3, config)
+    x1, x2 = images_to_pixel_values(p1.images), images_to_pixel_values(p2.images)
     torch.testing.assert_close(x1, x2)
-    assert x1.shape == (8, 3, 32, 32) and y1.dtype == torch.int64
-    assert not torch.equal(a.batch(4, 8, seed=0)[0], x1)
+    assert x1.shape == (8, 3, 32, 32) and p1.labels.dtype == np.int64
+    assert not np.array_equal(a.pictures(4, config).images, p1.images)
 
 
 def test_folder_data_reads_an_image_folder_and_checks_its_classes(tmp_path):
@@ -314,7 +347,8 @@ def test_folder_data_reads_an_image_folder_and_checks_its_classes(tmp_path):
                 Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     data = trainer.FolderData(str(tmp_path), 32, classes=["cat", "dog"], held_out=4)
     data.load()
-    x, y = data.batch(0, 5, seed=0)
+    batch = data.pictures(0, trainer.TrainSettings(batch_size=5, seed=0).train_config())
+    x, y = images_to_pixel_values(batch.images), batch.labels
     assert x.shape == (5, 3, 32, 32) and set(y.tolist()) <= {0, 1}
     hx, hy = data.held_out()
     assert len(hy) == 4 and set(hy.tolist()) == {0, 1}  # spread over the class-sorted test split
@@ -334,17 +368,20 @@ def test_default_slots_follow_the_environment(monkeypatch):
 
 
 def test_runs_pause_while_pages_are_drawn_for_other_sessions():
-    run = make_run(data=FixedData(delay=0.005), max_steps=100_000)
+    run = make_run(max_steps=100_000)
     run.start()
-    assert wait_for(lambda: run.status().step >= 3)
-    trainer.page_run_started()
-    time.sleep(0.1)  # the step in progress ends
+    steps_reach(run, 3)
+    run.activity.page_run_started()
+    assert run.wait_until(lambda s: run.giving_way, WAIT)  # the step in progress ends, then it waits
     before = run.status()
     for _ in range(10):  # pages keep being drawn for a second
-        trainer.page_run_started()
-        time.sleep(0.1)
+        run.activity.page_run_started()
+        run.fake_clock.advance(0.1)
+    assert not run.wait_until(lambda s: s.step > before.step, 0.2)  # (a moment of real time to go wrong in)
     during = run.status()
     assert during.step - before.step <= 1, (before.step, during.step)
     assert during.seconds - before.seconds < 0.5  # pauses are not training time
-    assert wait_for(lambda: run.status().step >= during.step + 5)  # then it goes on
+    run.fake_clock.advance(trainer.GIVE_WAY_S)
+    after = steps_reach(run, during.step + 5)  # then it goes on
+    assert after.seconds - before.seconds < 0.5  # (the clock moved 1.5 s, all of it in the pause)
     run.stop()

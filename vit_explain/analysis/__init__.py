@@ -58,6 +58,7 @@ from .attribution import (
     top_indices,
 )
 from .readout import logit_lens, softmax
+from .similarity import MinibatchCKA, hsic, linear_cka
 from .representations import (
     NEAR_ZERO,
     activation_stats,
@@ -116,6 +117,10 @@ __all__ = [
     # readout
     "softmax",
     "logit_lens",
+    # similarity
+    "linear_cka",
+    "hsic",
+    "MinibatchCKA",
     # attribution
     "occlusion_delta",
     "occlusion_mask",

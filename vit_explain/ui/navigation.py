@@ -17,6 +17,7 @@ PAGES = [
     ("pages/mlp.py", "4 · MLP", ":material/functions:"),
     ("pages/layers.py", "5 · Layer stack", ":material/layers:"),
     ("pages/prediction.py", "6 · Pooler and prediction", ":material/flag:"),
+    ("pages/compare.py", "Compare two models", ":material/compare:"),
     ("pages/training.py", "7 · Training", ":material/model_training:"),
 ]
 

@@ -83,10 +83,11 @@ def similarity_pictures() -> list[tuple[str, bytes]]:
     return pictures + [(name, sample_bytes(name)) for name in sample_names()]
 
 
-@st.cache_data(ttl=60, max_entries=16, show_spinner=False)
+@st.cache_data(ttl=300, max_entries=16, show_spinner=False)
 def hub_status(repo_ids: tuple[str, ...]) -> str | None:
     """None when every one of these Hub checkpoints can be loaded now (in the local cache, or the Hub
-    reachable), else the reason in a few words. Asked at most once a minute."""
+    reachable), else the reason in a few words. Asked at most once every five minutes per server: the probe of
+    the Hub can take a few seconds where the network is down."""
     from huggingface_hub import try_to_load_from_cache
 
     from ..weights.hub import _hub_endpoint, _hub_offline, _hub_reachable

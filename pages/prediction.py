@@ -16,6 +16,7 @@ import torch
 
 from vit_explain import analysis, pipeline, ui
 from vit_explain.charts import prediction as charts
+from vit_explain.charts import experiments as experiment_charts
 from vit_explain.charts.common import clicked_patch
 from vit_explain.flops import total_flops
 from vit_explain.model import ViTForImageClassification, ViTModel, ViTPooler
@@ -67,6 +68,8 @@ def _occluded_logits(run, masked: tuple[int, ...], fill: str) -> np.ndarray:
 
 #: Occlusion-sensitivity maps, kept for all sessions (computing one takes a forward pass per patch).
 SENSITIVITY = "pred:sensitivity"
+#: Gradient relevance maps (Chefer et al. 2021), kept for all sessions (a forward and a backward pass each).
+RELEVANCE = "pred:relevance"
 
 
 def _sensitivity(run, target: int | None, progress) -> np.ndarray:
@@ -330,6 +333,35 @@ def side_by_side_section(run) -> None:
         st.caption(f"Correlation between raw attention and occlusion sensitivity over the {g * g} patches: "
                    f"{agreement:+.2f}." + (" Negative occlusion values (blue) are patches whose hiding *raised* "
                                            "the score." if signed else ""))
+
+    st.markdown("**A fourth answer, from gradients: relevance** (Chefer, Gur and Wolf 2021). Rollout follows "
+                "every attention weight back through the layers, whatever it carried, so it looks the same for "
+                "every class. Relevance first weighs each weight by its gradient, how much nudging it would change "
+                "the score of " + (f"**{_label(run, target)}**" if head else "the chosen class")
+                + ", and keeps only the weights that pushed that class up: it answers *which patches mattered for "
+                "this class*.")
+    if not head:
+        st.caption("Relevance explains one class's score, and this model has no classifier.")
+        return
+    relevance = ui.stored(RELEVANCE, run, (target,))
+    if relevance is None:
+        flops = 3 * total_flops(c, has_pooler=run.has_pooler, classifier=run.is_classifier)  # forward + backward
+        slot = st.empty()  # the button, gone once the map is computed
+        if flops <= AUTO_SENSITIVITY_FLOPS or slot.button(
+                "Compute the relevance (one forward and one backward pass)", key="pred:relevance_go",
+                icon=":material/play_arrow:", help=f"About {flops / 1e9:,.0f} GFLOP. The result is kept."):
+            slot.empty()
+            relevance = ui.cached_with_progress(RELEVANCE, run, (target,), lambda progress: analysis.attention_relevance(
+                run.model, torch.from_numpy(run.core["pixel_values"])[None], target).astype(np.float32),
+                label="Running the model forward and back ...")
+    if relevance is not None:
+        ui.plot(experiment_charts.maps_in_a_row(
+            run.image, [analysis.normalise_map(rollout), analysis.normalise_map(relevance)],
+            ["attention rollout", f"relevance of {_label(run, target)}"],
+            "Rollout and gradient relevance of the same prediction, one colour scale"), key="pred:relevance")
+        st.caption(f"Correlation between rollout and relevance over the {g * g} patches: "
+                   f"{analysis.map_correlation(rollout, relevance):+.2f}; between raw attention and relevance: "
+                   f"{analysis.map_correlation(raw, relevance):+.2f}.")
 
 
 def checkpoints_table(run) -> None:

@@ -52,7 +52,7 @@ if current is not None:
 run = ui.open_page("pages/training.py")
 
 ui.stage_header(
-    "7 · Training",
+    "8 · Training",
     "Every other page explains a ViT that is already trained. Here you train one yourself, in the background on "
     "this server, and watch what the earlier pages showed take shape: the CLS token learning where to look, the "
     "position embeddings discovering the 2-D grid, the patch filters turning from noise into edge and colour "

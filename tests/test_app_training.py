@@ -39,7 +39,7 @@ def page():
 
 def test_the_page_before_a_run_states_its_limits(page):
     at = page
-    assert at.title[0].value == "7 · Training"
+    assert at.title[0].value == "8 · Training"
     captions = "\n".join(c.value for c in at.caption)
     assert "at most" in captions and "steps" in captions and "one CPU thread" in captions
     assert at.button(key="train:start_button").disabled is False

@@ -69,7 +69,7 @@ def test_train_watch_stop_scrub_and_explore(server, shots_dir):
             page.goto(server)
             page.wait_for_selector('[data-testid="stSidebar"]')
             _wait_idle(page)
-            page.locator('[data-testid="stSidebarNav"]').get_by_text("7 · Training", exact=True).click()
+            page.locator('[data-testid="stSidebarNav"]').get_by_text("8 · Training", exact=True).click()
             _wait_idle(page)
             _no_exception(page, "training page")
             page.get_by_role("button", name="Use the two-minute settings").click()

@@ -58,6 +58,7 @@ from .attribution import (
     top_indices,
 )
 from .readout import logit_lens, softmax
+from .relevance import attention_relevance
 from .similarity import MinibatchCKA, hsic, linear_cka
 from .representations import (
     NEAR_ZERO,
@@ -130,4 +131,6 @@ __all__ = [
     "normalise_map",
     "shared_scale",
     "map_correlation",
+    # relevance
+    "attention_relevance",
 ]

@@ -17,8 +17,9 @@ PAGES = [
     ("pages/mlp.py", "4 · MLP", ":material/functions:"),
     ("pages/layers.py", "5 · Layer stack", ":material/layers:"),
     ("pages/prediction.py", "6 · Pooler and prediction", ":material/flag:"),
+    ("pages/experiments.py", "7 · Experiments", ":material/science:"),
     ("pages/compare.py", "Compare two models", ":material/compare:"),
-    ("pages/training.py", "7 · Training", ":material/model_training:"),
+    ("pages/training.py", "8 · Training", ":material/model_training:"),
 ]
 
 #: The browser tab's icon is a file of this repository, served by the app itself: a ":material/..." page

@@ -1,11 +1,12 @@
-"""Every performance budget of DESIGN.md, measured in one run, printed as one table.
+"""Every performance budget of the README's "Performance" section, measured in one run, printed as one table.
 
     python benchmarks/budgets.py                  # all budgets (a few minutes on 2 cores)
     python benchmarks/budgets.py --rounds 9       # fewer forward-pass rounds
     python benchmarks/budgets.py --worst-case     # also the heaviest allowed setting for ViT-B/16
     python benchmarks/budgets.py --clock cpu --forward-threads 1   # forward ratios on a busy machine
 
-Budgets (ViT-B/16 at 224, batch 1, CPU; random weights where the app is involved):
+Budgets (ViT-B/16 at 224, batch 1, CPU; random weights where the app is involved; their values live in
+tests/perf_budgets.py, which the tests import too):
 
 * the trace the app runs / transformers eager forward with output_attentions + output_hidden_states <= 1.00
 * the every-tap trace (about 6x the memory) / the same transformers forward <= 1.15
@@ -44,6 +45,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.chdir(ROOT)  # Streamlit reads .streamlit/config.toml from here, as the real server does
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.append(str(ROOT / "tests"))  # perf_budgets: every budget in one place
+
+from perf_budgets import FIRST_PAGE_AFTER_UPLOAD_S, PAGE_PAYLOAD_BYTES, RERUN_S, SERVER_MEMORY_MB  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 PAGES = ["overview", "patching", "embeddings", "attention", "mlp", "layers", "prediction"]
@@ -257,15 +261,15 @@ def main() -> int:
     print("server memory (fresh process) ...", flush=True)
     try:
         mem = in_fresh_process("--memory-probe")
-        rows.append(("server memory: ViT-B/16 + 4 cached traces (VmHWM)", "<= 1536 MB",
+        rows.append(("server memory: ViT-B/16 + 4 cached traces (VmHWM)", f"<= {SERVER_MEMORY_MB} MB",
                      f"{mem['four_traces_hwm_mb']:.0f} MB (model loaded: {mem['after_model_mb']:.0f} MB)",
-                     mem["four_traces_hwm_mb"] <= 1536))
+                     mem["four_traces_hwm_mb"] <= SERVER_MEMORY_MB))
         grew = mem["twelve_traces_rss_mb"] - mem["four_traces_rss_mb"]
-        rows.append(("  ... after 12 traces (caches bounded?)", "<= 1536 MB",
+        rows.append(("  ... after 12 traces (caches bounded?)", f"<= {SERVER_MEMORY_MB} MB",
                      f"{mem['twelve_traces_hwm_mb']:.0f} MB peak, RSS {mem['twelve_traces_rss_mb']:.0f} MB "
-                     f"({grew:+.0f} MB since 4)", mem["twelve_traces_hwm_mb"] <= 1536))
+                     f"({grew:+.0f} MB since 4)", mem["twelve_traces_hwm_mb"] <= SERVER_MEMORY_MB))
     except Exception as exc:
-        rows.append(("server memory", "<= 1536 MB", f"failed: {exc}", False))
+        rows.append(("server memory", f"<= {SERVER_MEMORY_MB} MB", f"failed: {exc}", False))
 
     print(f"forward passes ({args.rounds} interleaved rounds, {args.clock} clock) ...", flush=True)
     fw, kept = forward_ratios(args.rounds, args.forward_threads or args.threads, args.clock)
@@ -288,14 +292,15 @@ def main() -> int:
     print("pages in AppTest at random ViT-B/16 ...", flush=True)
     pages = page_measurements(args.uploads, args.changes)
     for page, (cpu, wall, worst, n) in pages["rerun"].items():
-        rows.append((f"rerun after a layer/head change: {page}", "<= 0.30 s",
+        rows.append((f"rerun after a layer/head change: {page}", f"<= {RERUN_S:.2f} s",
                      f"{cpu:.3f} s CPU median; wall {wall:.3f} s median, {worst:.3f} s max (n={n})",
-                     min(cpu, wall) <= 0.3))
+                     min(cpu, wall) <= RERUN_S))
     for page, (median, worst, n) in pages["upload"].items():
-        rows.append((f"first page after an upload: {page}", "<= 2.00 s",
-                     f"{median:.2f} s median, {worst:.2f} s max (n={n})", median <= 2.0))
+        rows.append((f"first page after an upload: {page}", f"<= {FIRST_PAGE_AFTER_UPLOAD_S:.2f} s",
+                     f"{median:.2f} s median, {worst:.2f} s max (n={n})", median <= FIRST_PAGE_AFTER_UPLOAD_S))
     for page, size in pages["payload"].items():
-        rows.append((f"figure payload: {page}", "<= 2.00 MB", f"{size / MB:.2f} MB", size <= 2 * MB))
+        rows.append((f"figure payload: {page}", f"<= {PAGE_PAYLOAD_BYTES / MB:.2f} MB", f"{size / MB:.2f} MB",
+                     size <= PAGE_PAYLOAD_BYTES))
 
     if args.worst_case:
         print("worst allowed setting (fresh process) ...", flush=True)

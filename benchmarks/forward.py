@@ -5,7 +5,7 @@
 Variants, run interleaved round after round on the same weights so background load hits them alike:
 
   eager       transformers' eager forward with output_attentions + output_hidden_states
-  traced      ours, trace(model, x): every tap of the forward pass (what DESIGN.md's trace returns)
+  traced      ours, trace(model, x): every tap of the forward pass (what ``trace`` returns by default)
   traced_app  ours, trace(model, x, taps=EMBEDDING_TAPS): the hidden states and attention maps that
               transformers returns, plus the embedding-stage taps; the trace the app runs (it
               recomputes one layer's full detail on demand)
@@ -14,26 +14,32 @@ Variants, run interleaved round after round on the same weights so background lo
               every-tap trace keeps beyond traced_app, into buffers that are kept (fresh memory
               every time) or dropped at once (the allocator hands the same warm buffer back)
 
-Budgets (DESIGN.md; judged on the fastest of the rounds, the estimate a shared machine disturbs
-least; medians printed beside): the trace the app runs / transformers eager <= 1.00, and the
-every-tap trace / transformers eager <= 1.15 (it keeps about 6x the memory of transformers' outputs,
-and writing that much fresh memory costs a few per cent by itself). The ratios to our untraced
-forward are printed too, for information. ``keep - drop`` estimates what keeping the extra tensors
-costs by itself on this machine: transformers keeps about as much as traced_app.
+Budgets (README, "Performance"; tests/perf_budgets.py; judged on the fastest of the rounds, the
+estimate a shared machine disturbs least; medians printed beside): the trace the app runs /
+transformers eager <= 1.00, and the every-tap trace / transformers eager <= 1.15 (it keeps about 6x
+the memory of transformers' outputs, and writing that much fresh memory costs a few per cent by
+itself). The ratios to our untraced forward are printed too, for information. ``keep - drop``
+estimates what keeping the extra tensors costs by itself on this machine: transformers keeps about
+as much as traced_app.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from vit_explain import ViTConfig, ViTForImageClassification
 from vit_explain.capture import trace
 from vit_explain.pipeline import EMBEDDING_TAPS
+
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # perf_budgets: every budget in one place
+from perf_budgets import FORWARD_RATIO  # noqa: E402
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -156,9 +162,10 @@ def ratios(times: dict[str, list[float]]) -> dict[str, tuple[float, float]]:
     return out
 
 
-#: DESIGN.md's forward-pass budgets: the app's trace <= 1.00x transformers eager (attentions + hidden
-#: states), the every-tap trace <= 1.15x. The ratios to our untraced forward are information only.
-BUDGETS = {"traced_app/eager": 1.00, "traced/eager": 1.15}
+#: The forward-pass budgets (README, "Performance"; tests/perf_budgets.py): the app's trace <= 1.00x
+#: transformers eager (attentions + hidden states), the every-tap trace <= 1.15x. The ratios to our
+#: untraced forward are information only.
+BUDGETS = FORWARD_RATIO
 INFO = ("traced_app/untraced", "traced/untraced")
 
 

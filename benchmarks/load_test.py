@@ -55,10 +55,13 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
+sys.path.append(str(ROOT / "tests"))  # perf_budgets: every budget in one place
+
+from perf_budgets import LOAD_P95_S  # noqa: E402
 
 NGINX = "/usr/sbin/nginx"
 TEMPLATE = ROOT / "deploy" / "nginx" / "vit-explain.conf.template"
-P95_BUDGET_S = 2.0  # the classroom budget of DESIGN.md (default model); ViT-B/16: 3 s
+P95_BUDGET_S = LOAD_P95_S["default"]  # the classroom budget (README, "A class on one server"); ViT-B/16: 3 s
 
 
 # ---------------------------------------------------------------------------------- /proc
@@ -477,9 +480,9 @@ def describe_model(args) -> str:
         return "random weights, ViT-B/16 (224 px, patch 16, 12 layers x 12 heads, D 768)"
     import ast
 
-    # The order of vit_explain.ui.BUNDLED_MODELS, read from the source: importing ui outside a Streamlit
+    # The order of vit_explain.ui.sources.BUNDLED_MODELS, read from the source: importing ui outside a Streamlit
     # server prints a warning per cache.
-    tree = ast.parse((ROOT / "vit_explain" / "ui.py").read_text())
+    tree = ast.parse((ROOT / "vit_explain" / "ui" / "sources.py").read_text())
     names = next(ast.literal_eval(node.value) for node in tree.body
                  if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "BUNDLED_MODELS")
     for name in names:
@@ -538,7 +541,8 @@ def main() -> int:
                         help="control experiment: drop the template's affinity (round robin) to see what breaks")
     parser.add_argument("--server-cores", default="0", help="cores for the server(s) (taskset -c)")
     parser.add_argument("--client-cores", default=None, help="cores for the students and browsers (default: the others)")
-    parser.add_argument("--budget", type=float, default=None, help="p95 budget in s (default 2; 3 for random-b16)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="p95 budget in s (default %s)" % "; ".join(f"{v:g} for {k}" for k, v in LOAD_P95_S.items()))
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds one interaction may take")
     parser.add_argument("--no-reference", action="store_true", help="skip the single-user runs (no isolation check)")
     parser.add_argument("--keep", type=Path, help="keep the servers' logs in this folder")
@@ -548,7 +552,7 @@ def main() -> int:
         raise SystemExit("--students: between 1 and 200 (this machine only)")
     args.pages = [p.strip().strip("/") for p in args.pages.split(",")]
     args.patch_sizes = args.patch_sizes or ("fixed" if args.model == "random-b16" else "vary")
-    budget = args.budget if args.budget is not None else (3.0 if args.model == "random-b16" else P95_BUDGET_S)
+    budget = args.budget if args.budget is not None else LOAD_P95_S.get(args.model, P95_BUDGET_S)
     if args.through_nginx and not Path(NGINX).exists():
         raise SystemExit(f"{NGINX} is missing (apt-get install nginx)")
 

@@ -2,7 +2,7 @@
 
     python benchmarks/resample_accuracy.py                                   # the shapes model
     python benchmarks/resample_accuracy.py --model assets/models/vit-cifar10 \\
-        --data ../shared/data/cifar10-jpeg.tar.gz --per-class 200           # the CIFAR-10 model
+        --data "$VIT_EXPLAIN_CIFAR10" --per-class 200                       # the CIFAR-10 model
 
 Every row rebuilds the model with :func:`vit_explain.weights.resample`, exactly as the app does
 when a slider moves, and measures its accuracy on the same pictures:
@@ -16,8 +16,9 @@ when a slider moves, and measures its accuracy on the same pictures:
 * heads: the same projections split into another number of heads.
 * layers: only the first N layers kept (the final layer norm and head as trained).
 
-Pictures: ``--data`` (an ImageFolder folder or archive; its held-out split, ``--per-class`` of each
-class) or, without it, fresh synthetic shapes (``--n`` of them, ``--seed``).
+Pictures: ``--data`` (an ImageFolder folder or archive, such as the CIFAR-10 archive (see README, The
+bundled models; VIT_EXPLAIN_CIFAR10); its held-out split, ``--per-class`` of each class) or, without
+it, fresh synthetic shapes (``--n`` of them, ``--seed``).
 """
 
 from __future__ import annotations

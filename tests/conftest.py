@@ -1,4 +1,4 @@
-"""Shared fixtures: small random checkpoints written by transformers itself."""
+"""Shared fixtures and settings of every test (shared helpers: ``helpers.py``, ``app_helpers.py``)."""
 
 import os
 
@@ -11,10 +11,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 @pytest.fixture(scope="session")
 def tiny_config_kwargs():
-    return dict(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
-        image_size=32, patch_size=8,
-    )
+    """The tiny ViT of ``helpers.TINY`` (4 x 4 patches, width 32, 4 heads, 2 layers) as ViTConfig keywords."""
+    from helpers import TINY
+
+    return dict(TINY)
 
 
 @pytest.fixture(autouse=True)

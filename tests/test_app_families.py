@@ -7,12 +7,11 @@ scale, resized position embeddings) and DINOv2 with registers (CLS + 4 register 
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from PIL import Image
 
-from app_helpers import open_app, open_sections
+from app_helpers import figure_titled, ok, open_app, open_sections
+from helpers import encode
 
 transformers = pytest.importorskip("transformers")
 
@@ -35,9 +34,7 @@ def checkpoint(family, folder):
 
 
 def png():
-    buffer = io.BytesIO()
-    Image.new("RGB", (64, 48), (200, 80, 30)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return encode(Image.new("RGB", (64, 48), (200, 80, 30)), "PNG")
 
 
 @pytest.mark.parametrize("family", ["distilled_deit", "dinov2", "dinov2_registers"])
@@ -53,19 +50,14 @@ def test_every_page_runs_on_the_family(tmp_path, family):
 
 
 def test_register_tokens_are_shown_on_the_layer_and_attention_pages(tmp_path):
-    import json
-
     folder = checkpoint("dinov2_registers", tmp_path / "reg")
     at = open_app("local", local_path=str(folder), page="pages/layers.py")
     assert any("4 **register tokens**" in i.value for i in at.info), [i.value for i in at.info]
-    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    norms = next(s for s in specs if "Token norms" in s["layout"]["meta"]["title"])
+    norms = figure_titled(at, "Token norms")
     assert "CLS, REG0 ... REG3" in norms["layout"]["meta"]["title"]
     assert any(trace.get("name") == "register token" for trace in norms["data"])
-    at.switch_page("pages/attention.py").run()
-    assert not at.exception
-    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
-    where = next(s for s in specs if "where the CLS token's attention goes" in s["layout"]["meta"]["title"])
+    ok(at.switch_page("pages/attention.py").run())
+    where = figure_titled(at, "where the CLS token's attention goes")
     assert [trace["name"] for trace in where["data"]][:2] == ["CLS itself", "register tokens"]
     assert any("register tokens" in c.value and "dinov2-small" in c.value for c in at.caption)
 

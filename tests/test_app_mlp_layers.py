@@ -1,38 +1,14 @@
 """AppTest of the MLP and Layer-stack pages: shapes, charts, pickers and sidebar state, on two model sizes."""
 
-import io
-import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import closed_sections, open_app, open_sections
+from app_helpers import APP, closed_sections, markdown_text, ok, open_app, open_sections, specs, titles
+from helpers import gradient_jpeg
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-
-
-def jpeg_bytes() -> bytes:
-    y, x = np.mgrid[0:180, 0:260]
-    rgb = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG")
-    return buffer.getvalue()
-
-
-def markdown(at) -> str:
-    return "\n".join(m.value for m in at.markdown)
-
-
-def specs(at) -> list[dict]:
-    return [json.loads(chart.proto.spec) for chart in at.get("plotly_chart")]
-
-
-def titles(at) -> list[str]:
-    return [s["layout"].get("meta", {}).get("title", "") for s in specs(at)]
 
 
 def subplot_titles(at) -> list[str]:
@@ -44,19 +20,18 @@ def start(page: str) -> AppTest:
     at.switch_page(page).run()
     if at.sidebar.selectbox(key="w:model_choice").value != "random":
         at.sidebar.selectbox(key="w:model_choice").set_value("random").run()
-    assert not at.exception, at.exception
-    return at
+    return ok(at)
 
 
 def test_both_pages_at_vit_b16_with_an_uploaded_photo():
     at = start("pages/mlp.py")
-    at.sidebar.file_uploader[0].upload("photo.jpg", jpeg_bytes(), "image/jpeg").run()
-    assert not at.exception, at.exception
+    at.sidebar.file_uploader[0].upload("photo.jpg", gradient_jpeg((260, 180)), "image/jpeg").run()
+    ok(at)
     assert at.session_state["image"][0] == "photo.jpg"
 
     # ---- MLP page at ViT-B/16 defaults: 197 tokens, D = 768, M = 3072
     assert at.title[0].value.startswith("4 · MLP")
-    text = markdown(at)
+    text = markdown_text(at)
     assert "`[1, 197, 768]`" in text and "`[1, 197, 3072]`" in text
     assert "[batch, tokens, intermediate_size]" in text
     names = titles(at)
@@ -71,18 +46,18 @@ def test_both_pages_at_vit_b16_with_an_uploaded_photo():
 
     at.select_slider(key="mlp:layer").set_value(3).run()
     at.selectbox(key="mlp:token").set_value(15).run()
-    assert not at.exception, at.exception
+    ok(at)
     names = titles(at)
     assert any(t.startswith("Layer 3:") for t in names) and not any(t.startswith("Layer 0:") for t in names)
     assert any(t.startswith("The residual add for patch 14 (1,0)") for t in names)
 
     # ---- Layer stack page: the sidebar state came along
     at.switch_page("pages/layers.py").run()
-    assert not at.exception, at.exception
+    ok(at)
     assert at.sidebar.selectbox(key="w:model_choice").value == "random"
     assert at.session_state["image"][0] == "photo.jpg"
     assert at.title[0].value.startswith("5 · Layer stack")
-    text = markdown(at)
+    text = markdown_text(at)
     assert "`[13, 1, 197, 768]`" in text and "`[12, 1, 12, 197, 197]`" in text
     names = titles(at)
     assert len(names) == 5, names  # two sections closed: their figures are neither computed nor sent
@@ -105,7 +80,7 @@ def test_both_pages_at_vit_b16_with_an_uploaded_photo():
     at.toggle(key="layers:cls_relative").set_value(True)
     at.toggle(key="layers:norms_relative").set_value(True)
     at.radio(key="layers:stream_token").set_value("average patch token").run()
-    assert not at.exception, at.exception
+    ok(at)
     sub = subplot_titles(at)
     assert "token PCA, embeddings<br>(R, G, B = PC 1, 2, 3)" in sub
     names = titles(at)
@@ -117,8 +92,8 @@ def test_both_pages_at_vit_b16_with_an_uploaded_photo():
 
     # ---- a sidebar change reaches the page: patch 32 at 224 = 49 patches + CLS
     at.sidebar.select_slider(key="w:patch_size").set_value(32).run()
-    assert not at.exception, at.exception
-    text = markdown(at)
+    ok(at)
+    text = markdown_text(at)
     assert "`[1, 50, 768]`" in text and "`[12, 1, 12, 50, 50]`" in text
     assert at.select_slider(key="layers:pca_layer").value == 0
 
@@ -132,24 +107,24 @@ def test_both_pages_on_a_tiny_config_and_pickers_clamp_when_layers_shrink():
     sidebar.select_slider(key="w:num_heads").set_value(1)
     sidebar.select_slider(key="w:num_layers").set_value(3).run()
     at.sidebar.select_slider(key="w:mlp_size").set_value(64).run()  # its options follow the hidden size
-    assert not at.exception, at.exception
-    text = markdown(at)
+    ok(at)
+    text = markdown_text(at)
     assert "`[1, 5, 32]`" in text and "`[4, 1, 5, 32]`" in text and "`[3, 1, 1, 5, 5]`" in text
     open_sections(at)
     assert len(at.get("plotly_chart")) == 8
     at.select_slider(key="layers:pca_layer").set_value(3).run()
-    assert not at.exception, at.exception
+    ok(at)
 
     # fewer layers than the picker points at: it is clamped, nothing breaks
     at.sidebar.select_slider(key="w:num_layers").set_value(1).run()
-    assert not at.exception, at.exception
+    ok(at)
     assert at.select_slider(key="layers:pca_layer").value == 1
-    assert "`[2, 1, 5, 32]`" in markdown(at)
+    assert "`[2, 1, 5, 32]`" in markdown_text(at)
 
     at.switch_page("pages/mlp.py").run()
-    assert not at.exception, at.exception
+    ok(at)
     assert at.sidebar.select_slider(key="w:num_layers").value == 1  # sidebar state survived the switch
-    text = markdown(at)
+    text = markdown_text(at)
     assert "`[1, 5, 64]`" in text and "`[1, 5, 32]`" in text
     assert not [w for w in at.select_slider if w.key == "mlp:layer"]  # one layer: no picker
     assert any("single layer" in c.value for c in at.caption)
@@ -160,9 +135,9 @@ def test_both_pages_on_a_tiny_config_and_pickers_clamp_when_layers_shrink():
 
     at.sidebar.select_slider(key="w:num_layers").set_value(3).run()
     at.select_slider(key="mlp:layer").set_value(2).run()
-    assert not at.exception, at.exception
+    ok(at)
     at.sidebar.select_slider(key="w:num_layers").set_value(2).run()
-    assert not at.exception, at.exception
+    ok(at)
     assert at.select_slider(key="mlp:layer").value == 1  # layer 2 is gone: the last one, layer 1
 
 
@@ -171,7 +146,7 @@ def test_both_pages_with_the_bundled_model():
     at = open_app("bundled:shapes", page="pages/mlp.py")
     assert len(at.get("plotly_chart")) == 6
     at.switch_page("pages/layers.py").run()
-    assert not at.exception, at.exception
+    ok(at)
     assert at.sidebar.selectbox(key="w:model_choice").value == "bundled:shapes"
     assert len(at.get("plotly_chart")) == 5
     open_sections(at)

@@ -10,39 +10,18 @@ from __future__ import annotations
 import io
 
 import numpy as np
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from app_helpers import APP
+from app_helpers import ok, sidebar_caption, small_session
+from helpers import animated_gif, noise_png
 from vit_explain import ui
 
 SMALL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_size": 64, "image_size": 64, "patch_size": 16}
 
 
-def png(seed: int, size: int = 80) -> bytes:
-    pixels = np.random.default_rng(seed).integers(0, 255, size=(size, size, 3), dtype=np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def animated_gif() -> bytes:
-    frames = [Image.new("RGB", (40, 40), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
-    return buffer.getvalue()
-
-
 def session(**arch) -> AppTest:
-    """Random weights at a small architecture, seeded so the first run never builds ViT-B/16."""
-    at = AppTest.from_file(APP, default_timeout=240)
-    at.session_state["w:model_choice"] = "random"
-    at.session_state["_config_source"] = "random"
-    for key, value in {**SMALL, **arch}.items():
-        at.session_state[key] = at.session_state[f"w:{key}"] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+    """Random weights at a small architecture (``SMALL`` with ``arch``), never building ViT-B/16."""
+    return small_session({**SMALL, **arch})
 
 
 def picture_box(at: AppTest):
@@ -50,9 +29,9 @@ def picture_box(at: AppTest):
 
 
 def caption(at: AppTest) -> str:
-    images = at.sidebar.get("image")
-    assert images, "the sidebar shows the picture in use"
-    return images[0].proto.imgs[0].caption
+    shown = sidebar_caption(at)
+    assert shown is not None, "the sidebar shows the picture in use"
+    return shown
 
 
 def in_use(at: AppTest) -> str:
@@ -61,17 +40,12 @@ def in_use(at: AppTest) -> str:
     return box.format_func(box.value)
 
 
-def ok(at: AppTest) -> AppTest:
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
 def test_the_sidebar_says_which_picture_is_in_use_across_pages_and_switches_both_ways():
     at = session()
     first_sample = picture_box(at).value
     assert first_sample in ui.sample_names() and caption(at).endswith("sample picture")
 
-    ok(at.sidebar.file_uploader[0].upload("flower.png", png(1), "image/png").run())
+    ok(at.sidebar.file_uploader[0].upload("flower.png", noise_png(1), "image/png").run())
     assert at.session_state["image"][0] == "flower.png"
     assert in_use(at) == "Your upload: flower.png"
     assert caption(at).startswith("flower.png, as the model sees it") and caption(at).endswith("your upload")
@@ -104,7 +78,7 @@ def test_the_sidebar_says_which_picture_is_in_use_across_pages_and_switches_both
 def test_removing_the_upload_goes_back_to_the_sample_in_use_before():
     at = session()
     ok(picture_box(at).set_value("coffee.jpg").run())
-    ok(at.sidebar.file_uploader[0].upload("flower.png", png(2), "image/png").run())
+    ok(at.sidebar.file_uploader[0].upload("flower.png", noise_png(2), "image/png").run())
     assert at.session_state["image"][0] == "flower.png"
     ok(at.sidebar.file_uploader[0].clear().run())
     assert at.session_state["image"][0] == "coffee.jpg"
@@ -114,7 +88,7 @@ def test_removing_the_upload_goes_back_to_the_sample_in_use_before():
 
 def test_a_rejected_upload_is_said_on_the_page_with_the_picture_shown_instead():
     at = session()
-    ok(at.sidebar.file_uploader[0].upload("flower.png", png(3), "image/png").run())
+    ok(at.sidebar.file_uploader[0].upload("flower.png", noise_png(3), "image/png").run())
     ok(at.sidebar.file_uploader[0].upload("notes.pdf", b"%PDF-1.4 not a picture", "application/pdf").run())
     page_errors = [e.value for e in at.main.error]
     assert len(page_errors) == 1, page_errors
@@ -160,7 +134,7 @@ def test_a_refused_replacement_keeps_the_previous_upload():
     """A browser that gets a new file on a full upload box first empties the box, then sends the new file:
     if the new file is refused, the previous upload stays in use (and the page says so)."""
     at = session()
-    ok(at.sidebar.file_uploader[0].upload("photo.png", png(4), "image/png").run())
+    ok(at.sidebar.file_uploader[0].upload("photo.png", noise_png(4), "image/png").run())
     ok(at.sidebar.file_uploader[0].clear().run())  # the box emptied by the browser ...
     ok(at.sidebar.file_uploader[0].upload("essay.jpg", b"Dear teacher, my essay", "image/jpeg").run())  # ... refused
     assert at.session_state["image"][0] == "photo.png" and in_use(at) == "Your upload: photo.png"
@@ -192,7 +166,7 @@ def test_the_download_is_made_on_the_click_from_the_pictures_trace():
 
     config = ViTConfig(image_size=32, patch_size=16, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                        intermediate_size=64, num_labels=3, id2label={0: "a", 1: "b", 2: "c"})
-    picture = png(5)
+    picture = noise_png(5)
     key = ui.RunKey(image_digest(picture), ui.RANDOM, ui.config_key(config))
     core = ui.core_trace(key, picture)
     run = ui.Run(image_name="p.png", key=key, model=None, config=config, trained=False,

@@ -6,6 +6,7 @@ import pytest
 import torch
 from einops import rearrange
 
+from helpers import jitter, pixels
 from vit_explain import ViTConfig, ViTForImageClassification, ViTModel
 from vit_explain.capture import Tap, trace
 
@@ -16,15 +17,7 @@ CFG = dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=4, intermedi
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = ViTForImageClassification(ViTConfig(**CFG)).eval()
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m
-
-
-def images(n, seed):
-    return torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return jitter(ViTForImageClassification(ViTConfig(**CFG)).eval())
 
 
 def hook_count(model):
@@ -32,7 +25,7 @@ def hook_count(model):
 
 
 def test_every_tap_has_its_documented_shape(model):
-    x = images(2, 0)
+    x = pixels(batch=2, seed=0)
     t = trace(model, x)
     B, N, D, H, d, M, L, K = 2, 16, 48, 4, 12, 80, 3, 5
     T = N + 1
@@ -55,7 +48,7 @@ def test_every_tap_has_its_documented_shape(model):
 
 
 def test_taps_are_consistent_with_the_maths(model):
-    x = images(1, 1)
+    x = pixels(batch=1, seed=1)
     t = trace(model, x)
     tensors = t.tensors
     # raw patches: the (c, p1, p2) flattening of each 8x8 patch in row-major grid order
@@ -82,7 +75,7 @@ def test_taps_are_consistent_with_the_maths(model):
 
 
 def test_output_unchanged_and_no_hook_left(model):
-    x = images(3, 2)
+    x = pixels(batch=3, seed=2)
     before = hook_count(model)
     with torch.no_grad():
         plain = model(x).logits
@@ -102,13 +95,13 @@ def test_no_hook_left_after_an_exception(model):
 
 def test_base_model_with_pooler():
     m = ViTModel(ViTConfig(**CFG)).eval()
-    t = trace(m, images(1, 3))
+    t = trace(m, pixels(batch=1, seed=3))
     assert t.logits is None and t.pooler_output.shape == (1, 48)
     torch.testing.assert_close(t.pooler_output, torch.tanh(m.pooler.dense(t.last_hidden_state[:, 0])))
 
 
 def test_capture_only_some_layers_or_taps(model):
-    x = images(1, 4)
+    x = pixels(batch=1, seed=4)
     full = trace(model, x)
     some = trace(model, x, layers=[1])
     assert some.attentions[0] is None and some.attentions[2] is None
@@ -131,7 +124,7 @@ def test_capture_only_some_layers_or_taps(model):
 
 def test_threads_each_get_their_own_tensors(model):
     n_threads, per_thread = 8, 25
-    inputs = {(i, j): images(1, 100 + i * per_thread + j) for i in range(n_threads) for j in range(per_thread)}
+    inputs = {(i, j): pixels(batch=1, seed=100 + i * per_thread + j) for i in range(n_threads) for j in range(per_thread)}
     reference = {key: trace(model, x) for key, x in inputs.items()}
     errors, results = [], {}
     barrier = threading.Barrier(n_threads)
@@ -167,7 +160,7 @@ def test_tap_is_an_identity():
 def test_trace_layer_reproduces_one_layer_of_the_full_trace(model):
     from vit_explain.capture import trace_layer
 
-    x = images(1, 5)
+    x = pixels(batch=1, seed=5)
     full = trace(model, x)
     for i in range(3):
         alone = trace_layer(model, i, full.hidden_states[i])

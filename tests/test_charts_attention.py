@@ -1,14 +1,13 @@
 """Unit tests of the self-attention page's figure builders (vit_explain.charts.attention)."""
 
-import base64
-import io
 import math
 
 import numpy as np
 import plotly.graph_objects as go
 import pytest
-from PIL import Image
 
+from helpers import figure_title, picture_of
+from perf_budgets import FIGURE_PAYLOAD_GUARD
 from vit_explain import analysis
 from vit_explain.charts import attention as A
 from vit_explain.charts.common import figure_bytes
@@ -22,12 +21,6 @@ def _softmax(x, axis=-1):
 def _random_probs(h, t, seed=0):
     rng = np.random.default_rng(seed)
     return _softmax(rng.normal(size=(h, t, t)) * 2).astype(np.float32)
-
-
-def _decode(uri):
-    header, data = uri.split(",", 1)
-    assert header in ("data:image/png;base64", "data:image/jpeg;base64")
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
 
 
 # ---------------------------------------------------------------------------------- colours and tiles
@@ -79,7 +72,7 @@ def test_image_uri_round_trip():
     flat[5:10, 5:10] = (200, 10, 30)
     uri = A.image_source(flat)
     assert uri.startswith("data:image/png")  # flat colours compress best as PNG: lossless
-    assert (_decode(uri) == flat).all()
+    assert (picture_of(uri) == flat).all()
 
 
 def test_overlay_tiles_one_per_map():
@@ -88,10 +81,10 @@ def test_overlay_tiles_one_per_map():
     maps = rng.random((3, 7, 7))
     tiles = A.overlay_tiles(image, maps, tile=56)
     assert len(tiles) == 3 and tiles[0].startswith("data:image/jpeg")
-    assert _decode(tiles[0]).shape == (56, 56, 3)
+    assert picture_of(tiles[0]).shape == (56, 56, 3)
     lossless = A.overlay_tiles(image, maps, tile=56, fmt="png")
     for uri, m in zip(lossless, maps):
-        assert (_decode(uri) == A.blend_map(image, m, size=56)).all()
+        assert (picture_of(uri) == A.blend_map(image, m, size=56)).all()
 
 
 # ---------------------------------------------------------------------------------- maps from attention
@@ -172,10 +165,6 @@ def test_block_mean_keeps_cls_and_averages_the_rest():
 
 
 # ---------------------------------------------------------------------------------- figures
-def _title(fig):
-    return fig.layout.title.text
-
-
 def test_token_matrix_scales_and_cls_marks():
     probs = _random_probs(1, 10)[0]
     fig = A.token_matrix(probs, "attention", kind="probs")
@@ -215,7 +204,7 @@ def test_qkv_heatmaps_share_one_signed_scale():
 def test_qkv_heatmaps_shrink_wide_heads():
     wide = np.ones((5, 768), dtype=np.float32)
     fig = A.qkv_heatmaps(wide, wide, wide, "QKV")
-    assert fig.data[0].z.shape[1] <= A.MAX_DISPLAY_DIMS and "averaged" in _title(fig)
+    assert fig.data[0].z.shape[1] <= A.MAX_DISPLAY_DIMS and "averaged" in figure_title(fig)
 
 
 def test_head_split_reads_the_vector_as_heads_by_dims():
@@ -288,7 +277,7 @@ def test_entropy_and_distance_bars_have_their_references():
 
 
 def test_vit_b_sized_figures_stay_small():
-    """All of the page's figures at ViT-B/16 sizes (T=197, H=12, d=64) stay well under 2 MB."""
+    """All of the page's figures at ViT-B/16 sizes (T=197, H=12, d=64) stay well under the page budget."""
     rng = np.random.default_rng(5)
     g, h, t, d = 14, 12, 197, 64
     image = rng.integers(0, 256, size=(224, 224, 3), dtype=np.uint8)
@@ -311,7 +300,7 @@ def test_vit_b_sized_figures_stay_small():
         A.token_norm_lines({"a": np.ones(t), "b": np.ones(t)}, "n"),
     ]
     total = sum(figure_bytes(f) for f in figs)
-    assert total < 1_600_000, total
+    assert total < FIGURE_PAYLOAD_GUARD["attention"], total
 
 
 def test_cls_destinations_split_the_cls_row_by_token_group():

@@ -1,7 +1,5 @@
 """Unit tests of the first pages' maths and figure builders: FLOPs, mosaics, conv = linear, similarity maps."""
 
-import json
-
 import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -9,20 +7,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from helpers import figure_json, figure_title, picture_of
 from vit_explain import ViTConfig, ViTForImageClassification, ViTModel, analysis
 from vit_explain.charts import embeddings as E, overview as O, patching as PA
 from vit_explain.flops import architecture, class_summary, total_flops
 
 TINY = dict(image_size=4, patch_size=2, hidden_size=4, num_attention_heads=2, intermediate_size=8,
             num_hidden_layers=1, num_labels=3)
-
-
-def spec(fig) -> dict:
-    return json.loads(pio.to_json(fig, validate=False))
-
-
-def title_of(fig) -> str:
-    return fig.layout.title.text
 
 
 # ------------------------------------------------------------------------------- FLOPs and parameters
@@ -50,7 +41,7 @@ def test_vit_b16_numbers():
     config = ViTConfig()
     # 2 FLOPs per multiply-add: ViT-B/16 is the well-known ~17.6 G multiply-adds
     assert total_flops(config, classifier=False, has_pooler=True) / 2 == pytest.approx(17.56e9, rel=2e-3)
-    # the JAX original's pinned parameter counts (also in DESIGN.md)
+    # the JAX original's pinned parameter counts (test_model_parity.py pins them on the model itself)
     assert architecture(ViTConfig(num_labels=1000))[0].params == 86_567_656
     assert architecture(config, classifier=False, has_pooler=True)[0].params == 86_389_248
 
@@ -100,7 +91,7 @@ def test_treemap(metric):
     assert float(trace.values.astype(np.float64).sum()) == pytest.approx(total, rel=1e-5)
     parents = {b.parent for b in blocks}
     assert all(v == 0 for v, b in zip(trace.values, blocks) if b.id in parents)  # only leaves carry area
-    assert O.METRICS[metric] in title_of(fig)
+    assert O.METRICS[metric] in figure_title(fig)
     assert "[1, 197, 768]" in trace.text[blocks.index(next(b for b in blocks if b.label == "ViTLayer 0"))]
     with pytest.raises(ValueError):
         O.architecture_treemap(blocks, metric="bytes")
@@ -119,7 +110,7 @@ def test_prediction_figure():
     assert bar.x.dtype == np.float32 and bar.x[0] == pytest.approx(0.7)
     assert fig.layout.xaxis.range[0] == 0 and fig.layout.xaxis.range[1] > 1  # room for a label beside a 100 % bar
     assert fig.layout.xaxis.tickvals[-1] == 1.0
-    assert fig.layout.xaxis.title.text.startswith("probability") and title_of(fig)
+    assert fig.layout.xaxis.title.text.startswith("probability") and figure_title(fig)
 
 
 def test_human():
@@ -169,7 +160,7 @@ def test_patch_figures():
     assert clicks.customdata.ndim == 1 and clicks.customdata.dtype == np.int32  # browsers echo 1-D data back as numbers
     np.testing.assert_array_equal(clicks.customdata, np.arange(16))
     assert clicks.hoverinfo != "skip" and fig.data[0].source.startswith("data:image/jpeg;base64,")
-    assert len(fig.layout.shapes) == 1 and "16 patches" in title_of(fig)
+    assert len(fig.layout.shapes) == 1 and "16 patches" in figure_title(fig)
 
     vector = rng.normal(size=3 * 8 * 8).astype(np.float32)
     fig = PA.pixel_vector_figure(vector, 3, 8, "pixels")
@@ -185,21 +176,17 @@ def test_patch_figures():
 
 
 def test_compact_images_keeps_the_picture_and_shrinks_the_payload():
-    from PIL import Image
-    import base64
-    import io as _io
-
     y, x = np.mgrid[0:64, 0:64]
     image = np.stack([x * 4, y * 4, np.full_like(x, 128)], -1).astype(np.uint8)
     fig = go.Figure(go.Image(z=image))  # a raw-pixel picture, as a figure built elsewhere may have
     before = len(pio.to_json(fig, validate=False))
     PA.compact_images(fig)
     assert fig.data[0].z is None and fig.data[0].source.startswith("data:image/jpeg;base64,")
-    decoded = np.asarray(Image.open(_io.BytesIO(base64.b64decode(fig.data[0].source.split(",", 1)[1]))))
+    decoded = picture_of(fig.data[0].source)
     assert decoded.shape == image.shape and np.abs(decoded.astype(int) - image).mean() < 3
     assert len(pio.to_json(fig, validate=False)) < before / 2
     png = PA.image_source(image, "png")
-    exact = np.asarray(Image.open(_io.BytesIO(base64.b64decode(png.split(",", 1)[1]))))
+    exact = picture_of(png)
     np.testing.assert_array_equal(exact, image)  # PNG is lossless
 
 
@@ -217,7 +204,7 @@ def test_filter_pca_figures():
     assert len(fig.layout.annotations) == 10
     assert fig.data[0].source.startswith("data:image/png;base64,")
     assert fig.data[1].customdata.dtype == np.float32
-    assert "4 x 4" in title_of(fig)
+    assert "4 x 4" in figure_title(fig)
     tiles = PA.filter_tiles(components)
     assert tiles.shape == (10, 4, 4, 3) and tiles.dtype == np.uint8 and tiles.max() == 255
     var = PA.variance_figure(ratios)
@@ -319,6 +306,6 @@ def test_norms_overlay_and_distance_figures():
     assert (heat.zmin, heat.zmax, heat.zmid) == (-1, 1, 0) and heat.z.dtype == np.float32
     assert [t for t in overlay.data if t.type == "scatter"][0].customdata.size == 4
     dist = E.distance_figure(*E.similarity_by_distance(np.eye(4), 2))
-    assert dist.layout.xaxis.title.text and dist.layout.yaxis.title.text and title_of(dist)
+    assert dist.layout.xaxis.title.text and dist.layout.yaxis.title.text and figure_title(dist)
     for f in (fig, overlay, dist):
-        assert spec(f)["layout"]["title"]["text"]
+        assert figure_json(f)["layout"]["title"]["text"]

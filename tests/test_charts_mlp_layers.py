@@ -6,6 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
+from perf_budgets import FIGURE_PAYLOAD_GUARD
 from vit_explain import analysis
 from vit_explain.charts import layers as cl
 from vit_explain.charts import mlp as cm
@@ -201,7 +202,7 @@ def test_token_pca_figure_and_block_diagram():
 
 
 def test_page_payloads_stay_well_under_budget_at_vit_b16():
-    """Every figure of both pages built from ViT-B/16-sized arrays: each page well under 2 MB."""
+    """Every figure of both pages built from ViT-B/16-sized arrays: each page well under the page budget."""
     T, D, M, L, H, g = 197, 768, 3072, 12, 12, 14
     image = RNG.integers(0, 255, size=(224, 224, 3), dtype=np.uint8)
     h = RNG.normal(size=(T, D)).astype(np.float32)
@@ -233,5 +234,5 @@ def test_page_payloads_stay_well_under_budget_at_vit_b16():
     ]
     mlp_bytes = sum(figure_bytes(f) for f in mlp_figs)
     layer_bytes = sum(figure_bytes(f) for f in layer_figs)
-    assert mlp_bytes < 1_000_000, mlp_bytes
-    assert layer_bytes < 1_000_000, layer_bytes
+    assert mlp_bytes < FIGURE_PAYLOAD_GUARD["mlp"], mlp_bytes
+    assert layer_bytes < FIGURE_PAYLOAD_GUARD["layers"], layer_bytes

@@ -1,8 +1,5 @@
 """Figures and small maths of the prediction page (vit_explain.charts.prediction): pure, no Streamlit."""
 
-import base64
-import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,30 +7,12 @@ import plotly.io as pio
 import pytest
 from PIL import Image
 
+from helpers import figure_json, picture_of, plotly_array
+from perf_budgets import FIGURE_PAYLOAD_GUARD, PHOTO_SOURCE_BYTES
 from vit_explain.charts import prediction as charts
 from vit_explain.charts.common import figure_bytes
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def decode(value):
-    """A Plotly typed array (base64 'bdata') or plain list from a figure's JSON, as numpy."""
-    if isinstance(value, dict) and "bdata" in value:
-        data = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        if "shape" in value:
-            shape = value["shape"]
-            shape = [int(n) for n in shape.split(",")] if isinstance(shape, str) else shape
-            data = data.reshape(shape)
-        return data
-    return np.asarray(value)
-
-
-def read_picture(src):
-    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB"))
-
-
-def as_json(fig):
-    return json.loads(pio.to_json(fig, validate=False))
 
 
 def test_cls_attention_map_averages_heads_and_renormalises():
@@ -69,12 +48,12 @@ def test_image_source_is_lossless_for_flat_pictures_and_small_for_photos():
     flat[8:24, 8:24] = (250, 20, 30)
     src = charts.image_source(flat)
     assert src.startswith("data:image/png;base64,")
-    np.testing.assert_array_equal(read_picture(src), flat)
+    np.testing.assert_array_equal(picture_of(src), flat)
     photo = np.asarray(Image.open(ROOT / "assets" / "samples" / "astronaut.jpg").convert("RGB").resize((224, 224)))
     src = charts.image_source(photo)
     assert src.startswith("data:image/jpeg;base64,")
-    assert len(src) < 60_000
-    assert np.abs(read_picture(src).astype(float) - photo).mean() < 4  # close to the original
+    assert len(src) < PHOTO_SOURCE_BYTES
+    assert np.abs(picture_of(src).astype(float) - photo).mean() < 4  # close to the original
 
 
 def test_image_source_remembers_recent_pictures_by_their_pixels():
@@ -87,7 +66,7 @@ def test_image_source_remembers_recent_pictures_by_their_pixels():
     changed = first.copy()
     changed[0, 0, 0] ^= 1
     assert common.image_source(changed) != uri  # one pixel differs: encoded afresh
-    assert common.image_source(first, "png") != uri and read_picture(common.image_source(first, "png")).shape == (40, 40, 3)
+    assert common.image_source(first, "png") != uri and picture_of(common.image_source(first, "png")).shape == (40, 40, 3)
     for i in range(common._SOURCES_MAX + 5):  # the memory stays bounded
         common.image_source(np.full((4, 4, 3), i, dtype=np.uint8))
     assert len(common._SOURCES) == common._SOURCES_MAX
@@ -96,11 +75,11 @@ def test_image_source_remembers_recent_pictures_by_their_pixels():
 def test_cls_before_after_strips_carry_the_values_on_symmetric_scales():
     before = np.linspace(-6, 3, 20)
     after = np.linspace(-1, 2, 20)
-    spec = as_json(charts.cls_before_after(before, after))
+    spec = figure_json(charts.cls_before_after(before, after))
     heatmaps = [t for t in spec["data"] if t["type"] == "heatmap"]
     assert len(heatmaps) == 2
-    np.testing.assert_allclose(decode(heatmaps[0]["z"]).ravel(), before, rtol=1e-6)
-    np.testing.assert_allclose(decode(heatmaps[1]["z"]).ravel(), after, rtol=1e-6)
+    np.testing.assert_allclose(plotly_array(heatmaps[0]["z"]).ravel(), before, rtol=1e-6)
+    np.testing.assert_allclose(plotly_array(heatmaps[1]["z"]).ravel(), after, rtol=1e-6)
     assert heatmaps[0]["zmin"] == pytest.approx(-6) and heatmaps[0]["zmax"] == pytest.approx(6)
     assert heatmaps[1]["zmin"] == pytest.approx(-2) and heatmaps[1]["zmax"] == pytest.approx(2)
     assert "final layer norm" in spec["layout"]["title"]["text"]
@@ -110,63 +89,63 @@ def test_token_stats_has_before_and_after_for_mean_and_std():
     rng = np.random.default_rng(2)
     before = charts.token_mean_std(rng.normal(size=(5, 8)) * 4)
     after = charts.token_mean_std(rng.normal(size=(5, 8)))
-    spec = as_json(charts.token_stats(before, after))
+    spec = figure_json(charts.token_stats(before, after))
     assert len(spec["data"]) == 4
-    np.testing.assert_allclose(decode(spec["data"][0]["y"]), before[0], rtol=1e-6)
-    np.testing.assert_allclose(decode(spec["data"][3]["y"]), after[1], rtol=1e-6)
+    np.testing.assert_allclose(plotly_array(spec["data"][0]["y"]), before[0], rtol=1e-6)
+    np.testing.assert_allclose(plotly_array(spec["data"][3]["y"]), after[1], rtol=1e-6)
 
 
 def test_tanh_figure_puts_the_points_on_the_curve():
     pre = np.random.default_rng(3).normal(size=64) * 2
-    spec = as_json(charts.tanh_figure(pre, np.tanh(pre)))
+    spec = figure_json(charts.tanh_figure(pre, np.tanh(pre)))
     curve, points, hist = spec["data"]
-    np.testing.assert_allclose(decode(curve["y"]), np.tanh(decode(curve["x"])), atol=1e-6)
-    np.testing.assert_allclose(decode(points["y"]), np.tanh(decode(points["x"])), atol=1e-6)
-    assert decode(curve["x"]).max() >= np.abs(pre).max()  # the curve covers every point
+    np.testing.assert_allclose(plotly_array(curve["y"]), np.tanh(plotly_array(curve["x"])), atol=1e-6)
+    np.testing.assert_allclose(plotly_array(points["y"]), np.tanh(plotly_array(points["x"])), atol=1e-6)
+    assert plotly_array(curve["x"]).max() >= np.abs(pre).max()  # the curve covers every point
     assert hist["type"] == "histogram"
 
 
 def test_head_bars():
-    spec = as_json(charts.logits_bar(["automobile", "truck"], np.array([2.0, -1.0])))
+    spec = figure_json(charts.logits_bar(["automobile", "truck"], np.array([2.0, -1.0])))
     assert spec["layout"]["title"]["text"].startswith("Top 2 logits")
     assert spec["data"][0]["orientation"] == "h" and spec["data"][0]["y"] == ["automobile", "truck"]  # one name a row
-    spec = as_json(charts.probability_bar(["a", "b"], np.array([0.7, 0.2])))
+    spec = figure_json(charts.probability_bar(["a", "b"], np.array([0.7, 0.2])))
     assert spec["layout"]["xaxis"]["range"][0] == 0 and spec["data"][0]["text"] == ["70.0%", "20.0%"]
 
 
 def test_logit_lens_heatmap_fixed_scale_and_rows():
     probs = np.array([[0.1, 0.2], [0.3, 0.1], [0.9, 0.05]])
-    spec = as_json(charts.logit_lens_heatmap(probs, ["embeddings", "layer 1", "layer 2"], ["cat", "dog"],
+    spec = figure_json(charts.logit_lens_heatmap(probs, ["embeddings", "layer 1", "layer 2"], ["cat", "dog"],
                                              ["x", "dog", "cat"]))
     trace = spec["data"][0]
     assert trace["zmin"] == 0 and trace["zmax"] == 1
-    np.testing.assert_allclose(decode(trace["z"]), probs, rtol=1e-6)
+    np.testing.assert_allclose(plotly_array(trace["z"]), probs, rtol=1e-6)
     assert trace["y"] == ["embeddings", "layer 1", "layer 2"] and trace["x"] == ["cat", "dog"]
 
 
 def test_occlusion_view_draws_masked_patches_where_they_are():
     image = np.zeros((32, 32, 3), dtype=np.uint8)
     attention = np.array([[0.1, 0.2], [0.3, 0.4]], dtype=np.float32)
-    spec = as_json(charts.occlusion_view(image, attention, 16, [1, 2]))
+    spec = figure_json(charts.occlusion_view(image, attention, 16, [1, 2]))
     shapes = spec["layout"]["shapes"]
     assert len(shapes) == 2
     # patch 1 is row 0, col 1; patch 2 is row 1, col 0
     assert (shapes[0]["x0"], shapes[0]["y0"]) == (15.5, -0.5)
     assert (shapes[1]["x0"], shapes[1]["y0"]) == (-0.5, 15.5)
     heat = next(t for t in spec["data"] if t["type"] == "heatmap")
-    np.testing.assert_allclose(decode(heat["z"]), attention / 0.4, rtol=1e-6)  # relative to the max
+    np.testing.assert_allclose(plotly_array(heat["z"]), attention / 0.4, rtol=1e-6)  # relative to the max
     assert heat["zmin"] == 0 and heat["zmax"] == 1
     clicks = next(t for t in spec["data"] if t["type"] == "scatter")
-    assert list(decode(clicks["customdata"])) == [0, 1, 2, 3] and clicks["hoverinfo"] == "none"
+    assert list(plotly_array(clicks["customdata"])) == [0, 1, 2, 3] and clicks["hoverinfo"] == "none"
     assert "(2 hidden)" in spec["layout"]["title"]["text"]
 
 
 def test_before_after_bars_show_the_change():
-    spec = as_json(charts.before_after_bars(["a", "b"], np.array([0.6, 0.3]), np.array([0.2, 0.5])))
+    spec = figure_json(charts.before_after_bars(["a", "b"], np.array([0.6, 0.3]), np.array([0.2, 0.5])))
     assert [t["name"] for t in spec["data"]] == ["original image", "with patches hidden"]
     assert spec["data"][1]["text"] == ["-40.0%", "+20.0%"]
     # nothing hidden: no "-0.0%" / "+0.0%" from rounding noise
-    same = as_json(charts.before_after_bars(["a", "b"], np.array([0.6, 0.3]), np.array([0.6 - 1e-7, 0.3 + 1e-7])))
+    same = figure_json(charts.before_after_bars(["a", "b"], np.array([0.6, 0.3]), np.array([0.6 - 1e-7, 0.3 + 1e-7])))
     assert same["data"][1]["text"] == ["no change", "no change"]
 
 
@@ -174,7 +153,7 @@ def test_before_after_bars_show_the_change():
 def test_side_by_side_shares_one_colour_scale(signed):
     image = np.full((32, 32, 3), 100, dtype=np.uint8)
     maps = [np.eye(2), np.ones((2, 2)) * 0.5, np.array([[1.0, -0.5], [0.0, 0.2]])]
-    spec = as_json(charts.side_by_side(image, maps, ["a", "b", "c"], zmin=-1 if signed else 0, zmax=1, signed=signed))
+    spec = figure_json(charts.side_by_side(image, maps, ["a", "b", "c"], zmin=-1 if signed else 0, zmax=1, signed=signed))
     heat = [t for t in spec["data"] if t["type"] == "heatmap"]
     pictures = [t for t in spec["data"] if t["type"] == "image"]
     assert len(heat) == 3 and len(pictures) == 3
@@ -184,7 +163,7 @@ def test_side_by_side_shares_one_colour_scale(signed):
     if signed:
         assert all(t["zmid"] == 0 for t in heat)
     for i, t in enumerate(heat):
-        np.testing.assert_allclose(decode(t["z"]), maps[i], rtol=1e-6)
+        np.testing.assert_allclose(plotly_array(t["z"]), maps[i], rtol=1e-6)
 
 
 def test_page_payload_at_vit_b16_is_well_under_two_megabytes():
@@ -208,6 +187,6 @@ def test_page_payload_at_vit_b16_is_well_under_two_megabytes():
         charts.side_by_side(image, [amap, amap, -amap], ["a", "b", "c"], zmin=-1, zmax=1, signed=True, source=src),
     ]
     sizes = [figure_bytes(f) for f in figs]
-    assert sum(sizes) < 500_000, sizes
+    assert sum(sizes) < FIGURE_PAYLOAD_GUARD["prediction"], sizes
     # arrays travel as base64 typed arrays, not as lists of numbers
     assert '"bdata"' in pio.to_json(figs[0], validate=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from perf_budgets import TRAINING_FIGURES_BYTES
 from vit_explain.charts import training as charts
 from vit_explain.charts.common import figure_bytes
 
@@ -81,4 +82,4 @@ def test_every_figure_has_a_title_axis_labels_and_titled_colour_bars(snapshot_ar
     assert colours[1] != colours[0] and "circle" in top.layout.title.subtitle.text
 
     total = sum(figure_bytes(f) for f in (curves, probe, heads, distance, positions, filt, top))
-    assert total < 400_000, total  # sent about once a second: keep it light
+    assert total < TRAINING_FIGURES_BYTES, total  # sent about once a second: keep it light

@@ -1,8 +1,8 @@
 """The shipped CIFAR-10 model (assets/models/vit-cifar10): the files, parity with transformers, its accuracy
 on CIFAR-10 test pictures, the default sample, and the app opening on it.
 
-The accuracy check reads a few hundred test pictures from the CIFAR-10 archive in ../shared/data
-(or the path in VIT_EXPLAIN_CIFAR10); without it that test is skipped with a message. CI never retrains.
+The accuracy check reads a few hundred test pictures from the CIFAR-10 archive (see README, The bundled
+models; VIT_EXPLAIN_CIFAR10); without it that test is skipped with a message. CI never retrains.
 """
 
 import json
@@ -27,6 +27,8 @@ needs_model = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(), reas
 
 
 def _cifar_archive() -> Path | None:
+    """The CIFAR-10 archive (see README, The bundled models; VIT_EXPLAIN_CIFAR10): the variable's path, else the
+    default locations beside the checkout."""
     candidates = [os.environ.get("VIT_EXPLAIN_CIFAR10"), ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz",
                   ROOT.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"]
     for candidate in candidates:
@@ -95,7 +97,8 @@ def test_the_default_sample_is_what_the_readme_says(model):
 def test_accuracy_on_cifar10_test_pictures(model):
     archive = _cifar_archive()
     if archive is None:
-        pytest.skip("CIFAR-10 is not at ../shared/data/cifar10-jpeg.tar.gz; set VIT_EXPLAIN_CIFAR10 to its path to run this")
+        pytest.skip("the CIFAR-10 archive (see README, The bundled models) is not there; "
+                    "set VIT_EXPLAIN_CIFAR10 to its path to run this")
     from vit_explain.imagefolder import load_image_folder
     from vit_explain.train import evaluate_split
 

@@ -11,8 +11,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
+from helpers import pixels
 from vit_explain.capture import trace
 from vit_explain.weights import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -20,10 +20,6 @@ transformers = pytest.importorskip("transformers")
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, hidden_dropout_prob=0.0,
              attention_probs_dropout_prob=0.0, attn_implementation="eager")
-
-
-def pixels(size, batch=2, seed=0):
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def randomise(model, seed=0):

@@ -29,6 +29,10 @@ from streamlit.testing.v1 import AppTest
 
 import streamlit.testing.v1.app_test as app_test_module
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+
+from app_helpers import APP, ok, small_session
+from app_helpers import sidebar_caption as caption
+from helpers import CodeInPickle, animated_gif, encode, noise, png_claiming
 from vit_explain import ViTConfig, ViTForImageClassification, ViTModel
 from vit_explain.pipeline import MAX_TOKENS
 from vit_explain.preprocess import MAX_BYTES
@@ -36,7 +40,6 @@ from vit_explain.synthetic import sample
 from vit_explain.weights import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
 OVERVIEW, STAGE = "pages/overview.py", "pages/attention.py"
 TIMEOUT = 240
 
@@ -51,33 +54,10 @@ SMALL = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "mlp_size": 64, "im
 # ------------------------------------------------------------------------------------------
 
 
-def encode(im: Image.Image, fmt: str, **kw) -> bytes:
-    buffer = io.BytesIO()
-    im.save(buffer, fmt, **kw)
-    return buffer.getvalue()
-
-
 def good_png(seed: int, size: int = 96) -> bytes:
     """An ordinary picture (a synthetic shape on clutter), different for every seed."""
     images, _, _ = sample(1, seed, image_size=size)
     return encode(Image.fromarray(images[0]), "PNG")
-
-
-def noise(width: int, height: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A tiny, well-formed PNG whose header claims a huge picture (a decompression bomb)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
 
 
 def _jpeg() -> bytes:
@@ -111,11 +91,6 @@ def _cmyk_jpeg() -> bytes:
     im = Image.new("CMYK", (48, 48), (0, 255, 255, 0))
     im.paste((255, 255, 0, 0), (24, 0, 48, 48))
     return encode(im, "JPEG", quality=95)
-
-
-def _animated_gif() -> bytes:
-    frames = [Image.new("RGB", (48, 48), c) for c in (RED, BLUE, GREEN)]
-    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
 
 
 def _huge_jpeg() -> bytes:
@@ -154,7 +129,7 @@ UPLOADS = {
     "cmyk": ("print.jpg", _cmyk_jpeg(), "image/jpeg", [], False),
     "palette-transparency": ("palette.png", _palette_with_transparency(), "image/png", [], False),
     "alpha": ("alpha.png", _rgba(), "image/png", [], False),
-    "animated": ("anim.gif", _animated_gif(), "image/gif", [], False),
+    "animated": ("anim.gif", animated_gif((RED, BLUE, GREEN)), "image/gif", [], False),
     "huge-photo": ("camera.jpg", _huge_jpeg(), "image/jpeg", [], False),
     "exif-rotated": ("portrait.jpg", _exif_rotated(), "image/jpeg", [], False),
 }
@@ -170,38 +145,28 @@ def messages(at: AppTest) -> list[str]:
     return [e.value for e in at.error] + [w.value for w in at.warning]
 
 
-def caption(at: AppTest) -> str | None:
-    """The sidebar picture's caption ("<name>, as the model sees it (S x S)"), if a picture shows."""
-    images = at.sidebar.get("image")
-    return images[0].proto.imgs[0].caption if images else None
-
-
-def assert_healthy(at: AppTest) -> None:
-    assert not at.exception, [e.value for e in at.exception]
-
-
 def visit(at: AppTest, page: str) -> AppTest:
     at.switch_page(page).run()
-    assert_healthy(at)
+    ok(at)
     return at
 
 
 def upload(at: AppTest, name: str, data: bytes, mime: str) -> AppTest:
     at.sidebar.file_uploader[0].set_value((name, data, mime)).run()
-    assert_healthy(at)
+    ok(at)
     return at
 
 
 def set_slider(at: AppTest, key: str, value) -> None:
     at.sidebar.select_slider(key=f"w:{key}").set_value(value).run()
-    assert_healthy(at)
+    ok(at)
     assert at.sidebar.select_slider(key=f"w:{key}").value == value
 
 
 def use_small_random_model(at: AppTest, arch: dict) -> None:
     """Random weights, then the architecture sliders in an order that never builds a big model twice."""
     at.sidebar.selectbox(key="w:model_choice").set_value("random").run()
-    assert_healthy(at)
+    ok(at)
     for key in ("hidden_size", "num_layers", "num_heads", "mlp_size", "image_size", "patch_size"):
         set_slider(at, key, arch[key])
 
@@ -217,25 +182,11 @@ def assert_next_upload_works(at: AppTest, seed: int) -> None:
     assert not at.error
 
 
-def small_session(arch: dict) -> AppTest:
-    """A new session that starts on random weights at ``arch``.
-
-    The first run is seeded through session state so the default ViT-B/16 is never built (that
-    only saves time: if the sidebar ignored the seed, the sliders below still set the same values).
-    """
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["w:model_choice"] = "random"
-    at.session_state["_config_source"] = "random"
-    for key, value in arch.items():
-        at.session_state[key] = at.session_state[f"w:{key}"] = value
-    at.run()
-    return at
-
-
 @pytest.fixture(scope="module")
 def app():
-    at = small_session(SMALL)
-    assert_healthy(at)
+    # small_session seeds the first run through session state, so the default ViT-B/16 is never built; that
+    # only saves time: if the sidebar ignored those values, the sliders below would still set the same ones
+    at = small_session(SMALL, timeout=TIMEOUT)
     use_small_random_model(at, SMALL)
     visit(at, OVERVIEW)
     assert f"({SMALL['image_size']} x {SMALL['image_size']})" in caption(at)
@@ -330,7 +281,7 @@ def test_sample_after_bad_upload_and_uploader_max_size(app):
     if len(names) > 1:
         other = next(n for n in names if n != at.sidebar.selectbox(key="w:sample").value)
         at.sidebar.selectbox(key="w:sample").set_value(other).run()
-        assert_healthy(at)
+        ok(at)
         assert caption(at).startswith(f"{other}, as the model sees it")
     assert_next_upload_works(at, 77)
 
@@ -414,16 +365,6 @@ def test_smallest_model_and_largest_token_count(app):
 # ------------------------------------------------------------------------------------------
 
 
-class _Payload:
-    """Unpickling this would create a marker file: proof that code from the file ran."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
-
-
 def _tiny_config(**changes) -> ViTConfig:
     kwargs = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                   image_size=32, patch_size=8, num_labels=3, id2label={0: "circle", 1: "square", 2: "star"})
@@ -446,11 +387,11 @@ def checkpoints(tmp_path_factory):
     evil_dir = root / "evil"
     evil_dir.mkdir()
     (evil_dir / "config.json").write_text(json.dumps(_tiny_config().to_dict()))
-    state = {"embeddings.cls_token": torch.zeros(1, 1, 32), "payload": _Payload(marker)}
+    state = {"embeddings.cls_token": torch.zeros(1, 1, 32), "payload": CodeInPickle(marker)}
     torch.save(state, evil_dir / "pytorch_model.bin")
     evil_file = root / "weights.pt"
     with open(evil_file, "wb") as fh:  # a plain pickle, not even torch's zip format
-        pickle.dump({"weight": _Payload(marker)}, fh)
+        pickle.dump({"weight": CodeInPickle(marker)}, fh)
     assert not marker.exists()
 
     bert = root / "bert"
@@ -473,9 +414,9 @@ def checkpoints(tmp_path_factory):
 
 def choose_local(at: AppTest, path: Path) -> AppTest:
     at.sidebar.selectbox(key="w:model_choice").set_value("local").run()
-    assert_healthy(at)
+    ok(at)
     at.sidebar.text_input(key="w:local_path").input(str(path)).run()
-    assert_healthy(at)
+    ok(at)
     return at
 
 
@@ -494,7 +435,7 @@ def local_app(checkpoints):
     at.session_state["w:model_choice"] = "local"  # seeded: the first run never builds ViT-B/16
     at.session_state["w:local_path"] = str(checkpoints["good"])
     at.run()
-    assert_healthy(at)
+    ok(at)
     choose_local(at, checkpoints["good"])
     assert not at.error, messages(at)
     assert "(32 x 32)" in caption(at)
@@ -508,7 +449,7 @@ def test_bad_checkpoint_then_good_one_works(local_app, checkpoints, case):
     key, words = BAD_CHECKPOINTS[case]
     visit(at, OVERVIEW)
     at.sidebar.text_input(key="w:local_path").input(str(checkpoints[key])).run()
-    assert_healthy(at)
+    ok(at)
     sidebar_errors = [e.value for e in at.sidebar.error]
     assert len(sidebar_errors) == 1, messages(at)
     text = sidebar_errors[0]
@@ -522,7 +463,7 @@ def test_bad_checkpoint_then_good_one_works(local_app, checkpoints, case):
 
     # the next good checkpoint and the next upload work
     at.sidebar.text_input(key="w:local_path").input(str(checkpoints["good"])).run()
-    assert_healthy(at)
+    ok(at)
     assert not at.error, messages(at)
     assert caption(at) is not None
     assert_next_upload_works(at, 300 + list(BAD_CHECKPOINTS).index(case))
@@ -532,13 +473,13 @@ def test_bad_checkpoint_then_good_one_works(local_app, checkpoints, case):
 def test_checkpoint_without_head_or_pooler_renders(local_app, checkpoints):
     at = local_app
     at.sidebar.text_input(key="w:local_path").input(str(checkpoints["headless"])).run()
-    assert_healthy(at)
+    ok(at)
     assert not at.error, messages(at)
     visit(at, STAGE)
     visit(at, OVERVIEW)
     assert caption(at) is not None
     at.sidebar.text_input(key="w:local_path").input(str(checkpoints["good"])).run()
-    assert_healthy(at)
+    ok(at)
 
 
 # ------------------------------------------------------------------------------------------
@@ -566,7 +507,7 @@ def test_classroom_mode_offers_no_server_paths(checkpoints, monkeypatch):
     at.session_state["w:model_choice"] = "local"  # what an earlier, non-classroom run could have left
     at.session_state["w:local_path"] = str(checkpoints["good"])
     at.run()
-    assert_healthy(at)
+    ok(at)
     choice = at.sidebar.selectbox(key="w:model_choice")  # .options are the labels the user reads
     assert choice.options and not any("folder" in label.lower() for label in choice.options), choice.options
     assert choice.value.startswith("bundled:")  # the stale choice fell back to the first offered one

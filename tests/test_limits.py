@@ -11,17 +11,14 @@ itself) refuses anything larger with a message that gives the reason and the fix
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from app_helpers import ok, small_session
 from vit_explain import ViTConfig, ViTModel
 from vit_explain import ui
 from vit_explain.pipeline import MAX_ATTENTION_BYTES, MAX_TOKENS, attention_memory_bytes, check_token_budget, run_core
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def tokens(image_size: int, patch_size: int) -> int:
@@ -104,20 +101,13 @@ def test_run_core_refuses_too_many_tokens_itself():
 
 
 def small_random_session() -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=240)
     # Seeded so the first run does not build ViT-B/16 (only a speed-up: the sliders set below decide).
     arch = {"hidden_size": 32, "num_layers": 1, "num_heads": 1, "mlp_size": 32, "image_size": 64, "patch_size": 16}
-    at.session_state["w:model_choice"] = "random"
-    at.session_state["_config_source"] = "random"
-    for key, value in arch.items():
-        at.session_state[key] = at.session_state[f"w:{key}"] = value
-    at.run()
-    assert not at.exception
+    at = small_session(arch)
     at.sidebar.selectbox(key="w:model_choice").set_value("random").run()
     for key in ("hidden_size", "num_layers", "num_heads", "mlp_size"):
         at.sidebar.select_slider(key=f"w:{key}").set_value(arch[key]).run()
-    assert not at.exception
-    return at
+    return ok(at)
 
 
 def test_sidebar_offers_only_patch_sizes_within_the_limit():

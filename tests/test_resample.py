@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from helpers import our_model, pixels
 from vit_explain import ViTConfig, ViTForImageClassification, ViTModel
 from vit_explain.capture import trace
 from vit_explain.preprocess import PreprocessSpec
@@ -16,22 +17,10 @@ from vit_explain.weights import interpolate_position_embeddings, resample, resiz
 
 
 def make_model(seed=0, **changes):
-    torch.manual_seed(seed)
-    config = ViTConfig(
-        **{
-            **dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=48,
-                   image_size=32, patch_size=8),
-            **changes,
-        },
-        id2label={i: f"class {i}" for i in range(6)},
-    )
-    model = ViTForImageClassification(config).eval()
+    """helpers.our_model with 3 layers (one to drop, one to keep) and 6 classes, named as a loaded model is."""
+    model = our_model(seed, labels=6, **{"num_hidden_layers": 3, "intermediate_size": 48, **changes})
     model.source = "test model"
     return model
-
-
-def pixels(size=32, batch=2, seed=0):
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
 def snapshot(model):

@@ -1,8 +1,8 @@
 """timm checkpoints as timm writes them (model.safetensors in timm's key names + timm's config.json).
 
-timm itself cannot be imported beside this torch, so the tests write its format from its public key
-names: ``patch_embed.proj``, ``cls_token``, ``pos_embed``, ``blocks.i.norm1`` / ``attn.qkv`` /
-``attn.proj`` / ``norm2`` / ``mlp.fc1`` / ``mlp.fc2``, ``norm``, ``head``; and its hub config
+timm itself cannot be imported beside this torch, so the tests write its format (``helpers.to_timm``,
+``helpers.timm_config``) from its public key names: ``patch_embed.proj``, ``cls_token``, ``pos_embed``,
+``blocks.i.norm1`` / ``attn.qkv`` / ``attn.proj`` / ``norm2`` / ``mlp.fc1`` / ``mlp.fc2``, ``norm``, ``head``; and its hub config
 (``architecture``, ``num_classes``, ``num_features``, ``global_pool``, ``pretrained_cfg``, optional
 ``model_args`` and ``label_names``). The loaded model must equal our own ViT built from the same
 weights with the right head count, and transformers' ViT too.
@@ -17,65 +17,10 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from vit_explain import ViTConfig, ViTForImageClassification, ViTModel
+from helpers import our_vit, pixels, timm_config, to_timm
 from vit_explain.weights import CheckpointError, load_checkpoint, save_checkpoint
 
 transformers = pytest.importorskip("transformers")
-
-
-def our_vit(hidden, heads, *, labels=4, image=32, patch=16, seed=0):
-    torch.manual_seed(seed)
-    config = ViTConfig(hidden_size=hidden, num_attention_heads=heads, num_hidden_layers=2, intermediate_size=64,
-                       image_size=image, patch_size=patch, layer_norm_eps=1e-6, num_labels=labels)
-    model = ViTForImageClassification(config) if labels else ViTModel(config, add_pooling_layer=False)
-    with torch.no_grad():  # random norms and biases too, so a wrong mapping cannot hide
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
-
-def to_timm(model) -> dict[str, torch.Tensor]:
-    """Our (Hugging Face named) weights under timm's names, with the fused qkv projection."""
-    sd = model.state_dict()
-    base = "vit." if isinstance(model, ViTForImageClassification) else ""
-    out = {
-        "cls_token": sd[f"{base}embeddings.cls_token"],
-        "pos_embed": sd[f"{base}embeddings.position_embeddings"],
-        "patch_embed.proj.weight": sd[f"{base}embeddings.patch_embeddings.projection.weight"],
-        "patch_embed.proj.bias": sd[f"{base}embeddings.patch_embeddings.projection.bias"],
-        "norm.weight": sd[f"{base}layernorm.weight"], "norm.bias": sd[f"{base}layernorm.bias"],
-    }
-    for i in range(model.config.num_hidden_layers):
-        h, t = f"{base}encoder.layer.{i}", f"blocks.{i}"
-        att = f"{h}.attention.attention"
-        for part in ("weight", "bias"):
-            out[f"{t}.norm1.{part}"] = sd[f"{h}.layernorm_before.{part}"]
-            out[f"{t}.attn.qkv.{part}"] = torch.cat([sd[f"{att}.query.{part}"], sd[f"{att}.key.{part}"],
-                                                     sd[f"{att}.value.{part}"]])
-            out[f"{t}.attn.proj.{part}"] = sd[f"{h}.attention.output.dense.{part}"]
-            out[f"{t}.norm2.{part}"] = sd[f"{h}.layernorm_after.{part}"]
-            out[f"{t}.mlp.fc1.{part}"] = sd[f"{h}.intermediate.dense.{part}"]
-            out[f"{t}.mlp.fc2.{part}"] = sd[f"{h}.output.dense.{part}"]
-    if isinstance(model, ViTForImageClassification):
-        out["head.weight"], out["head.bias"] = sd["classifier.weight"], sd["classifier.bias"]
-    return {k: v.clone().contiguous() for k, v in out.items()}
-
-
-def timm_config(architecture, model, **extra):
-    image = model.config.image_size
-    config = {
-        "architecture": architecture,
-        "num_classes": model.config.num_labels if isinstance(model, ViTForImageClassification) else 0,
-        "num_features": model.config.hidden_size,
-        "global_pool": "token",
-        "pretrained_cfg": {
-            "tag": "test", "input_size": [3, image, image], "fixed_input_size": True, "interpolation": "bicubic",
-            "crop_pct": 0.875, "crop_mode": "center", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
-            "num_classes": model.config.num_labels, "first_conv": "patch_embed.proj", "classifier": "head",
-        },
-    }
-    config.update(extra)
-    return config
 
 
 def write_timm_folder(folder, architecture, model, **extra):
@@ -85,13 +30,9 @@ def write_timm_folder(folder, architecture, model, **extra):
     return folder
 
 
-def pixels(size=32, seed=1):
-    return torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
 def assert_same(loaded, model, size=32):
     with torch.no_grad():
-        a, b = loaded(pixels(size)), model(pixels(size))
+        a, b = loaded(pixels(size, seed=1)), model(pixels(size, seed=1))
     torch.testing.assert_close(a.last_hidden_state, b.last_hidden_state, atol=1e-5, rtol=0)
     if b.logits is not None:
         torch.testing.assert_close(a.logits, b.logits, atol=1e-5, rtol=0)
@@ -112,7 +53,7 @@ def test_timm_folder_gets_the_head_count_of_its_architecture(tmp_path, architect
     # the same weights read with the wrong head count give other numbers: the head count matters
     wrong = load_checkpoint(folder, num_heads=heads * 2)
     with torch.no_grad():
-        assert not torch.allclose(wrong(pixels()).logits, model(pixels()).logits, atol=1e-3)
+        assert not torch.allclose(wrong(pixels(seed=1)).logits, model(pixels(seed=1)).logits, atol=1e-3)
 
 
 def test_a_16_head_timm_vit_h_is_not_read_as_20_heads(tmp_path):
@@ -205,7 +146,7 @@ def test_converted_timm_model_matches_transformers(tmp_path):
     theirs = transformers.ViTForImageClassification.from_pretrained(tmp_path / "hf", attn_implementation="eager").eval()
     assert theirs.config.num_attention_heads == 6
     with torch.no_grad():
-        torch.testing.assert_close(loaded(pixels()).logits, theirs(pixel_values=pixels()).logits, atol=1e-5, rtol=0)
+        torch.testing.assert_close(loaded(pixels(seed=1)).logits, theirs(pixel_values=pixels(seed=1)).logits, atol=1e-5, rtol=0)
 
 
 def test_timm_config_given_as_config_for_a_state_dict_or_file(tmp_path):

@@ -9,6 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from helpers import TINY, CodeInPickle, our_model, our_vit, pixels, timm_config, to_timm
+from hub_standin import StandInHub, folder_files, point_at
 from vit_explain import ViTConfig, ViTForImageClassification, ViTModel
 from vit_explain.preprocess import PreprocessSpec
 from vit_explain.weights import (
@@ -24,21 +26,9 @@ from vit_explain.weights import (
 
 transformers = pytest.importorskip("transformers")
 
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, image_size=32, patch_size=8)
-
 
 def hf_config(**changes):
     return transformers.ViTConfig(**{**TINY, **changes})
-
-
-def pixels(batch=2, size=32, seed=0):
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def our_model(seed=0, **changes):
-    torch.manual_seed(seed)
-    labels = changes.pop("labels", 5)
-    return ViTForImageClassification(ViTConfig(**{**TINY, **changes}, id2label={i: f"class {i}" for i in range(labels)})).eval()
 
 
 # --------------------------------------------------------------------------- transformers round trips
@@ -297,21 +287,11 @@ def test_corrupt_pickle(tmp_path):
         load_checkpoint(tmp_path / "pytorch_model.bin")
 
 
-class _Payload:
-    """Unpickling this runs code: it writes the marker file."""
-
-    def __init__(self, marker: Path):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.marker!r}, 'w').write('pwned')",))
-
-
 def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     marker = tmp_path / "marker.txt"
     model = our_model()
     hostile = dict(model.state_dict())
-    hostile["vit.layernorm.weight"] = _Payload(marker)
+    hostile["vit.layernorm.weight"] = CodeInPickle(marker)
     save_checkpoint(model, tmp_path)
     (tmp_path / "model.safetensors").unlink()
     torch.save(hostile, tmp_path / "pytorch_model.bin")
@@ -356,34 +336,6 @@ def test_directory_without_weights(tmp_path):
 
 
 # --------------------------------------------------------------------------- timm
-
-
-def to_timm(model: ViTForImageClassification) -> dict[str, torch.Tensor]:
-    """Our weights under timm's key names, with q, k, v fused into one qkv projection."""
-    sd = model.state_dict()
-    out = {
-        "cls_token": sd["vit.embeddings.cls_token"],
-        "pos_embed": sd["vit.embeddings.position_embeddings"],
-        "patch_embed.proj.weight": sd["vit.embeddings.patch_embeddings.projection.weight"],
-        "patch_embed.proj.bias": sd["vit.embeddings.patch_embeddings.projection.bias"],
-        "norm.weight": sd["vit.layernorm.weight"],
-        "norm.bias": sd["vit.layernorm.bias"],
-        "head.weight": sd["classifier.weight"],
-        "head.bias": sd["classifier.bias"],
-    }
-    for i in range(model.config.num_hidden_layers):
-        h = f"vit.encoder.layer.{i}."
-        t = f"blocks.{i}."
-        for part in ("weight", "bias"):
-            out[t + f"attn.qkv.{part}"] = torch.cat(
-                [sd[h + f"attention.attention.{n}.{part}"] for n in ("query", "key", "value")], dim=0
-            )
-            out[t + f"norm1.{part}"] = sd[h + f"layernorm_before.{part}"]
-            out[t + f"attn.proj.{part}"] = sd[h + f"attention.output.dense.{part}"]
-            out[t + f"norm2.{part}"] = sd[h + f"layernorm_after.{part}"]
-            out[t + f"mlp.fc1.{part}"] = sd[h + f"intermediate.dense.{part}"]
-            out[t + f"mlp.fc2.{part}"] = sd[h + f"output.dense.{part}"]
-    return {k: v.clone() for k, v in out.items()}
 
 
 def test_timm_conversion_reproduces_the_logits_exactly(tmp_path):
@@ -518,13 +470,9 @@ def test_a_missing_local_folder_that_looks_like_a_repo_id(tmp_path, monkeypatch)
 
 def test_hub_unreachable_network_fails_fast(tmp_path, monkeypatch):
     # Not offline mode: a real connection attempt to an endpoint nobody listens on.
-    from huggingface_hub import constants
+    from types import SimpleNamespace
 
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    point_at(monkeypatch, SimpleNamespace(endpoint="http://127.0.0.1:9"), tmp_path)
     with pytest.raises(HubUnreachableError, match="no connection to 127.0.0.1") as info:
         load_checkpoint("facebook/deit-tiny-patch16-224", cache_dir=tmp_path)
     assert "bundled model works offline" in str(info.value)
@@ -626,77 +574,13 @@ def test_parameter_formula_and_known_checkpoints():
     assert KNOWN_CHECKPOINTS["google/vit-base-patch16-224"].num_parameters == 86_567_656
 
 
-class FakeHub:
-    """Just enough of the Hub's HTTP API for huggingface_hub to download a model from 127.0.0.1."""
-
-    commit = "89abcdef0123456789abcdef0123456789abcdef"
-
-    def __init__(self, repo_id: str, files: dict[str, bytes]):
-        import hashlib
-        import http.server
-        import threading
-
-        hub = self
-        self.requests: list[str] = []
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_HEAD(self):
-                self.answer(body=False)
-
-            def do_GET(self):
-                self.answer(body=True)
-
-            def send(self, status, data=b"", headers=()):
-                self.send_response(status)
-                for key, value in headers:
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if self.command == "GET":
-                    for start in range(0, len(data), 4096):
-                        self.wfile.write(data[start : start + 4096])
-
-            def answer(self, body):
-                hub.requests.append(f"{self.command} {self.path}")
-                path = self.path.split("?")[0]
-                if path.startswith("/api/models/"):
-                    if not path.startswith(f"/api/models/{repo_id}"):
-                        return self.send(404, b"{}", [("X-Error-Code", "RepoNotFound")])
-                    siblings = [{"rfilename": name, "size": len(data)} for name, data in files.items()]
-                    info = json.dumps({"id": repo_id, "sha": hub.commit, "siblings": siblings}).encode()
-                    return self.send(200, info, [("Content-Type", "application/json")])
-                prefix = f"/{repo_id}/resolve/"
-                name = path[len(prefix):].split("/", 1)[-1] if path.startswith(prefix) else None
-                if name not in files:
-                    return self.send(404, b"", [("X-Error-Code", "EntryNotFound")])
-                data = files[name]
-                etag = '"' + hashlib.sha256(data).hexdigest() + '"'
-                self.send(200, data, [("X-Repo-Commit", hub.commit), ("ETag", etag)])
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.endpoint = f"http://127.0.0.1:{self.server.server_port}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def fake_hub(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
+    """A stand-in Hub serving one small checkpoint as someone/tiny-vit, huggingface_hub pointed at it."""
     model = our_model()
     save_checkpoint(model, tmp_path / "repo")
-    hub = FakeHub("someone/tiny-vit", {p.name: p.read_bytes() for p in (tmp_path / "repo").iterdir()})
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
+    hub = StandInHub({"someone/tiny-vit": folder_files(tmp_path / "repo")})
+    point_at(monkeypatch, hub, tmp_path / "cache")
     yield hub, model
     hub.close()
 
@@ -745,16 +629,10 @@ def test_second_load_reuses_the_cache_without_asking_for_the_weights_again(fake_
     ({"architecture": "vit_base_patch16_siglip_224.webli", "num_classes": 0, "global_pool": "map"}, ["SigLIP"]),
 ])
 def test_hub_refuses_an_unsupported_architecture_before_requesting_any_weights(tmp_path, monkeypatch, config, words):
-    from huggingface_hub import constants
-
     big = b"\0" * 2_000_000  # stands for gigabytes of weights
-    hub = FakeHub("someone/other-model", {"config.json": json.dumps(config).encode(), "model.safetensors": big})
+    hub = StandInHub({"someone/other-model": {"config.json": json.dumps(config).encode(), "model.safetensors": big}})
     try:
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-            monkeypatch.delenv(name, raising=False)
+        point_at(monkeypatch, hub, tmp_path / "cache")
         with pytest.raises(CheckpointError) as info:
             load_checkpoint("someone/other-model", cache_dir=tmp_path / "cache")
         assert all(w in str(info.value) for w in words), str(info.value)
@@ -765,21 +643,13 @@ def test_hub_refuses_an_unsupported_architecture_before_requesting_any_weights(t
 
 
 def test_a_timm_repository_on_the_hub_loads_with_its_head_count_and_preprocessing(tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    from test_timm_configs import our_vit, timm_config, to_timm
-
     model = our_vit(384, 6)
     save_file(to_timm(model), tmp_path / "w.safetensors")
     files = {"model.safetensors": (tmp_path / "w.safetensors").read_bytes(),
              "config.json": json.dumps(timm_config("vit_small_patch16_224.dino", model)).encode()}
-    hub = FakeHub("timm/vit_small_patch16_224.dino", files)
+    hub = StandInHub({"timm/vit_small_patch16_224.dino": files})
     try:
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
-        for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
-            monkeypatch.delenv(name, raising=False)
+        point_at(monkeypatch, hub, tmp_path / "cache")
         loaded = load_checkpoint("timm/vit_small_patch16_224.dino", cache_dir=tmp_path / "cache")
     finally:
         hub.close()

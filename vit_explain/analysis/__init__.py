@@ -12,6 +12,9 @@ attention_rollout``):
 * :mod:`.readout`: softmax and the logit lens.
 * :mod:`.attribution`: occlusion (masks, hiding patches, sensitivity maps) and putting maps on one
   colour scale.
+* :mod:`.similarity`: how alike two representations of the same examples are (centred linear CKA,
+  HSIC, CKA between every layer of two models accumulated batch by batch).
+* :mod:`.relevance`: the gradient-weighted attention relevance of Chefer, Gur and Wolf (2021).
 
 Conventions used throughout:
 

@@ -59,6 +59,7 @@ os.chdir(ROOT)  # Streamlit reads .streamlit/config.toml from here, as the real 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.append(str(ROOT / "tests"))
 
+from app_helpers import ok, timed_run  # noqa: E402
 from perf_budgets import CKA_S as CKA_BUDGET_S  # noqa: E402
 from perf_budgets import FIRST_PAGE_AFTER_UPLOAD_S, PAGE_PAYLOAD_BYTES, RERUN_S  # noqa: E402
 
@@ -82,19 +83,7 @@ def new_app():
     return at
 
 
-def check(at):
-    if at.exception:
-        raise RuntimeError(at.exception[0].value)
-    return at
-
-
-def timed_run(at) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of this process) of one ``at.run()``."""
-    start, cpu = time.perf_counter(), time.process_time()
-    at.run()
-    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
-    check(at)
-    return elapsed, cpu
+check = ok  # fails, naming the exception, if a run raised
 
 
 def payload(at) -> int:

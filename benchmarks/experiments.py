@@ -34,10 +34,11 @@ os.chdir(ROOT)  # Streamlit reads .streamlit/config.toml from here, as the real 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.append(str(ROOT / "tests"))  # perf_budgets: every budget in one place
 
+from app_helpers import ok, timed_run  # noqa: E402
 from perf_budgets import PAGE_PAYLOAD_BYTES, RERUN_S  # noqa: E402
 
 PAGE = "pages/experiments.py"
-#: head_importance / 144 plain forward passes at ViT-B/16 (the issue's budget).
+#: head_importance / 144 plain forward passes at ViT-B/16 (its budget, stated in the README's Experiments section).
 HEAD_IMPORTANCE_RATIO = 0.6
 
 
@@ -55,18 +56,7 @@ def _app(model: str | None = None):
     return at
 
 
-def _ok(at):
-    if at.exception:
-        raise RuntimeError(at.exception[0].value)
-    return at
-
-
-def _timed(at) -> tuple[float, float]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    at.run()
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    _ok(at)
-    return wall, cpu
+_ok, _timed = ok, timed_run  # a run must not raise; (wall, CPU) seconds of one run
 
 
 def _states():

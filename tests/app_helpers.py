@@ -148,3 +148,14 @@ def sidebar_caption(at: AppTest) -> str | None:
     """The caption of the sidebar's picture ("<name>, as the model sees it (S x S) ..."); None if none shows."""
     images = at.sidebar.get("image")
     return images[0].proto.imgs[0].caption if images else None
+
+
+def timed_run(at: AppTest) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one ``at.run()``, which must not raise (benchmarks use it)."""
+    import time
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    at.run()
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    ok(at)
+    return wall, cpu

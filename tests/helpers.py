@@ -183,3 +183,20 @@ def plotly_array(value) -> np.ndarray:
             data = data.reshape(shape)
         return data
     return np.asarray(value)
+
+
+# ---------------------------------------------------------------------------------- transformers references
+#: A small transformers architecture for parity tests: no dropout, the eager attention (attention maps out).
+HF_SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0, attn_implementation="eager")
+
+
+def randomise(model, seed=0):
+    """Every parameter random (layer scale, tokens and norms too), so nothing passes by being 0 or 1; eval mode."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
+    return model.eval()

@@ -12,30 +12,21 @@ import time
 
 import pytest
 
-from test_browser import (  # noqa: F401 - shared server, screenshot and wait helpers
+from test_browser import (  # noqa: F401 - the shared server, browser and page helpers
+    browser,
+    figure_text_problems,
     _go,
     _no_exception,
     _open,
     _screenshot,
-    _streamlit_server,
-    _wait_idle,
-    browser,
-    figure_text_problems,
+    server,
     shots_dir,
+    _wait_idle,
 )
 
 pytestmark = pytest.mark.browser
 
 TITLE = "Compare two models"
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import test_browser
-
-    test_browser.SERVER_LOG = tmp_path_factory.mktemp("streamlit-compare") / "server.log"
-    with _streamlit_server(test_browser.SERVER_LOG) as url:
-        yield url
 
 
 def _main(page) -> str:

@@ -12,27 +12,18 @@ import time
 
 import pytest
 
-from test_browser import (  # noqa: F401 - shared server, screenshot and wait helpers
+from test_browser import (  # noqa: F401 - the shared server, browser and page helpers
     CHROMIUM,
     CHROMIUM_ARGS,
     _no_exception,
-    _screenshot,
-    _streamlit_server,
-    _wait_idle,
     playwright_api,
+    _screenshot,
+    server,
     shots_dir,
+    _wait_idle,
 )
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    import test_browser
-
-    test_browser.SERVER_LOG = tmp_path_factory.mktemp("streamlit-training") / "server.log"
-    with _streamlit_server(test_browser.SERVER_LOG) as url:
-        yield url
 
 
 def _body(page) -> str:

@@ -12,23 +12,13 @@ import json
 import pytest
 import torch
 
-from helpers import pixels
+from helpers import HF_SMALL, pixels, randomise
 from vit_explain.capture import trace
 from vit_explain.weights import CheckpointError, load_checkpoint, save_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, hidden_dropout_prob=0.0,
-             attention_probs_dropout_prob=0.0, attn_implementation="eager")
-
-
-def randomise(model, seed=0):
-    """Every parameter random (layer scale, tokens and norms too), so nothing passes by being 0 or 1."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
-    return model.eval()
+SMALL = HF_SMALL
 
 
 def distilled_deit():

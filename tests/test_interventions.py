@@ -22,22 +22,14 @@ from helpers import our_model, pixels
 from vit_explain import ViTConfig, ViTModel, analysis
 from vit_explain.capture import trace
 from vit_explain.experiments import layer_sweep, rearrange_patches, run_intervention, shuffled_order
+from helpers import HF_SMALL, randomise
 from vit_explain.interventions import Intervention, head_importance, intervene
 from vit_explain.weights import load_checkpoint
 
 transformers = pytest.importorskip("transformers")
 
 ATOL = 1e-5
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, hidden_dropout_prob=0.0,
-             attention_probs_dropout_prob=0.0, attn_implementation="eager")
-
-
-def randomise(model, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
-    return model.eval()
+SMALL = HF_SMALL
 
 
 def vit_classifier():

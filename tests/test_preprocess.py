@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
 import tracemalloc
 import warnings
-import zlib
 from types import SimpleNamespace
 
 import numpy as np
@@ -21,6 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image, JpegImagePlugin
 
+from helpers import encode, noise, png_claiming
 from vit_explain import imagefile, preprocess as pp
 from vit_explain.preprocess import (
     DECODE_MAX_SIDE,
@@ -38,32 +37,6 @@ RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 25
 # ------------------------------------------------------------------------------------------
 # fixture builders
 # ------------------------------------------------------------------------------------------
-
-
-def encode(im: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def noise(width: int, height: int, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-
-
-def png_chunk(kind: bytes, payload: bytes) -> bytes:
-    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A tiny, well-formed PNG header that claims a huge 8-bit grayscale picture."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
-        + png_chunk(b"IEND", b"")
-    )
 
 
 def close(pixel, expected, tol=3) -> bool:

@@ -2,10 +2,13 @@
 
 import logging
 
+import plotly.graph_objects as go
 import streamlit as st
 
 from vit_explain import trainer, ui
 from vit_explain.charts import training as charts
+from vit_explain.training import own_classes
+from vit_explain.ui import own_classes as own_ui
 
 RUN = "train:run"  # the session's TrainingRun
 REGISTERED = "train:registered"  # (run id, step) last offered as a weights choice
@@ -14,7 +17,8 @@ FOLLOW = "train:follow"  # the slider follows the newest snapshot
 #: The two-minute start (README, "Training stage"): what the quick-start button puts in the sidebar.
 QUICK_START = dict(image_size=64, patch_size=8, hidden_size=64, num_heads=4, num_layers=2, mlp_size=128)
 log = logging.getLogger(__name__)
-DATA_LABELS = {"shapes": "Synthetic shapes (8 classes, new pictures every step)", "cifar10": "CIFAR-10 photos (10 classes)"}
+DATA_LABELS = {"shapes": "Synthetic shapes (8 classes, new pictures every step)", "cifar10": "CIFAR-10 photos (10 classes)",
+               "own": "Your own classes (2 to 10, from your pictures)"}
 
 
 def _session_probe():
@@ -36,6 +40,8 @@ def _offer_trained_model(run: trainer.TrainingRun, status: trainer.RunStatus) ->
     if status.active or status.step == 0 or st.session_state.get(REGISTERED) == (status.run_id, status.step):
         return
     model = run.trained_model()
+    for param in model.parameters():  # a fine-tuned model trained its classifier only: other pages may need gradients
+        param.requires_grad_(True)
     data = DATA_LABELS[run.data.name].split(" (")[0].lower()
     model.source = f"the model you trained on the Training page ({data}, step {status.step:,})"
     source = f"{ui.SESSION}{status.run_id[:12]}-{status.step}"
@@ -65,29 +71,53 @@ ui.stage_header(
 st.subheader("What to train")
 settings = trainer.TrainSettings()
 cifar = trainer.cifar10_path()
-data_options = ["shapes"] + (["cifar10"] if cifar else [])
+data_options = ["shapes"] + (["cifar10"] if cifar else []) + ["own"]
 left, right = st.columns(2, gap="large")
 with left:
     data_name = st.radio("Data", data_options, format_func=DATA_LABELS.get, key="train:data",
-                         help="The shapes are always here. CIFAR-10 appears when the server names its data "
-                              "(VIT_EXPLAIN_CIFAR10, see the README).")
-    st.caption(f"The shapes are drawn on a calmer background than the bundled model's (clutter "
-               f"{settings.shapes_clutter:g} of 1), so that a small model tells them apart within minutes."
-               + ("" if cifar else " CIFAR-10 is not configured on this server, so only the shapes are offered."))
+                         help="The shapes and your own classes are always here. CIFAR-10 appears when the server "
+                              "names its data (VIT_EXPLAIN_CIFAR10, see the README).")
+    if data_name == "own":
+        st.caption("Name two to ten classes of things you can photograph or find pictures of, and give each a "
+                   "handful of pictures. A few per class are held out to test the model.")
+    else:
+        st.caption(f"The shapes are drawn on a calmer background than the bundled model's (clutter "
+                   f"{settings.shapes_clutter:g} of 1), so that a small model tells them apart within minutes."
+                   + ("" if cifar else " CIFAR-10 is not configured on this server, so it is not offered."))
 with right:
-    start_options = ["random"] + ([] if run.source == ui.RANDOM else ["sidebar"])
-    start = st.radio("Start from", start_options, key="train:start",
-                     format_func={"random": "Random weights (nothing learned yet)",
-                                  "sidebar": "The weights chosen in the sidebar (keep training them)"}.get,
-                     help="Random weights show learning from scratch. The sidebar's weights continue from what "
-                          "that model already knows (a new classifier if its classes differ from the data's).")
+    start = own_start = None
+    if data_name == "own":
+        own_start = st.radio("Start from", list(own_classes.START_CHOICES), key="train:own_start",
+                             format_func=own_classes.START_CHOICES.get,
+                             help="Both use the bundled CIFAR-10 model's architecture (32 px pictures, 4 px patches, "
+                                  "width 192); the first keeps what its encoder learned from 50,000 photos.")
+    else:
+        start_options = ["random"] + ([] if run.source == ui.RANDOM else ["sidebar"])
+        start = st.radio("Start from", start_options, key="train:start",
+                         format_func={"random": "Random weights (nothing learned yet)",
+                                      "sidebar": "The weights chosen in the sidebar (keep training them)"}.get,
+                         help="Random weights show learning from scratch. The sidebar's weights continue from what "
+                              "that model already knows (a new classifier if its classes differ from the data's).")
+
+own_pictures: dict = {}
+own_problems: list[str] = []
+if data_name == "own":
+    st.markdown(own_classes.WHY_START)
+    own_pictures, own_problems = own_ui.class_editor()
 
 cfg = run.config
 arch = (f"{cfg.image_size} px pictures, {cfg.patch_size} px patches ({cfg.grid_size} x {cfg.grid_size} grid), "
         f"width {cfg.hidden_size}, {cfg.num_attention_heads} heads, {cfg.num_hidden_layers} layers, MLP {cfg.intermediate_size}")
-st.markdown(f"**Architecture** (the sidebar's sliders): {arch}.")
+if data_name == "own":
+    own_cfg = own_classes.starting_config()
+    st.markdown(f"**Architecture**: the bundled CIFAR-10 model's ({own_cfg.image_size} px pictures, {own_cfg.patch_size} px "
+                f"patches in a {own_cfg.grid_size} x {own_cfg.grid_size} grid, width {own_cfg.hidden_size}, "
+                f"{own_cfg.num_attention_heads} heads, {own_cfg.num_hidden_layers} layers), whichever start you choose; "
+                "the sidebar's sliders do not apply to your own classes.")
+else:
+    st.markdown(f"**Architecture** (the sidebar's sliders): {arch}.")
 quick = all(state.get(k) == v for k, v in QUICK_START.items()) and run.source == ui.RANDOM
-if not quick:
+if not quick and data_name != "own":
     st.button("Use the two-minute settings", key="train:quick", icon=":material/bolt:",
               on_click=ui.preset_sidebar, args=(ui.RANDOM,), kwargs=QUICK_START,
               help="Random weights, 64 px pictures, 8 px patches, width 64, 4 heads, 2 layers, MLP 128: "
@@ -98,22 +128,25 @@ if not quick:
 problem = None
 if data_name == "cifar10" and cfg.image_size != 32:
     problem = "CIFAR-10 pictures are 32 x 32: set the image size in the sidebar to 32 to train on them."
-if run.source != ui.RANDOM and start == "random" and run.trained:
+if run.source != ui.RANDOM and start == "random" and run.trained and data_name != "own":
     st.caption(f"Hidden size and MLP size follow the sidebar's trained model ({cfg.hidden_size}, {cfg.intermediate_size}); "
                f"choose *Random weights* in the sidebar to set them freely.")
 try:
     trainer.check_trainable(cfg, 10)
 except ValueError as exc:
     problem = str(exc)
+if data_name == "own":  # the sidebar's architecture does not apply; the classes must be ready
+    problem = " ".join(own_problems) or None
 
 pool = trainer.server_pool()
+shown = own_classes.own_settings(own_start, settings) if data_name == "own" else settings
 st.caption(
-    f":material/info: Limits on this shared server: each run trains at most {settings.max_steps:,} steps or "
+    f":material/info: Limits on this shared server: each run trains at most {shown.max_steps:,} steps or "
     f"{settings.max_seconds / 60:.0f} minutes (over all its resumes), on one CPU thread, with models of at most "
     f"{trainer.MAX_PARAMETERS / 1e6:.0f}M parameters, {trainer.MAX_TRAIN_TOKENS} tokens and {trainer.MAX_TRAIN_PATCH} px patches; at most {pool.slots} "
     f"{'runs train' if pool.slots != 1 else 'run trains'} at once (others wait in a queue, first come first served); a run "
-    f"stops when its browser tab is closed. Batches of {settings.batch_size} pictures, AdamW, peak learning rate "
-    f"{settings.lr:g}."
+    f"stops when its browser tab is closed. Batches of {shown.batch_size} pictures, AdamW, peak learning rate "
+    f"{shown.lr:g}" + (" (the new classifier only; the encoder stays as it is)." if own_start == "cifar10" else ".")
 )
 
 
@@ -121,19 +154,25 @@ def start_new_run() -> None:
     old = state.get(RUN)
     if old is not None:
         old.stop(wait=5.0)
-    data = (trainer.ShapesData(cfg.image_size, settings=settings) if data_name == "shapes"
-            else trainer.FolderData(cifar, cfg.image_size, classes=trainer.CIFAR10_CLASSES))
-    classes = data.classes
+    run_settings = settings
     try:
-        model = trainer.build_model(cfg, classes, base=run.model if start == "sidebar" else None)
-    except ValueError as exc:  # weights this page cannot train (no classification head, too large)
+        if data_name == "own":
+            data = own_classes.OwnClassesData(own_pictures)
+            model = own_classes.starting_model(data.classes, own_start)
+            run_settings = own_classes.own_settings(own_start, settings)
+        else:
+            data = (trainer.ShapesData(cfg.image_size, settings=settings) if data_name == "shapes"
+                    else trainer.FolderData(cifar, cfg.image_size, classes=trainer.CIFAR10_CLASSES))
+            model = trainer.build_model(cfg, data.classes, base=run.model if start == "sidebar" else None)
+    except ValueError as exc:  # weights this page cannot train (no classification head, too large), unusable classes
         log.exception("Training page: a run could not start")
         state["train:error"] = str(exc)
         return
     state.pop("train:error", None)
-    new = trainer.TrainingRun(model, data, settings, alive=_session_probe())
+    new = trainer.TrainingRun(model, data, run_settings, alive=_session_probe())
     new.start()
     state[RUN] = new
+    state["train:frozen"] = data_name == "own" and own_start == "cifar10"
     state[FOLLOW] = True
     state.pop(SNAP, None)
     state.pop("train:snapshot_set", None)
@@ -159,7 +198,10 @@ buttons.button("Resume", key="train:resume", icon=":material/resume:", on_click=
                   disabled=status is None or not status.can_resume)
 if problem:  # the sidebar's settings, not a fault: said to the user, noted in the server's log without a traceback
     log.info("Training page: these settings cannot train: %s", problem)
-    st.error(problem)
+    if data_name == "own":  # a step still to take, not an error
+        st.info(f"Before you can start: {problem}", icon=":material/checklist:")
+    else:
+        st.error(problem)
 if state.get("train:error"):
     st.error(f"This run cannot start: {state['train:error']}")
 
@@ -211,7 +253,7 @@ def _figure(key: tuple, build):
         if len(memo) >= 24:  # a few snapshots' worth (layer and head choices included)
             memo.clear()
         memo[key] = build()
-    return memo[key]
+    return go.Figure(memo[key])  # a copy: ui.plot moves the title out of the figure it draws
 
 
 def _views(status: trainer.RunStatus, data, config) -> None:
@@ -224,6 +266,17 @@ def _views(status: trainer.RunStatus, data, config) -> None:
     ui.plot(charts.curves_figure(status.steps, status.train_loss, status.train_accuracy, [s.step for s in snapshots],
                                  [s.held_out_loss for s in snapshots], [s.held_out_accuracy for s in snapshots],
                                  chance=1.0 / len(data.classes), marker_step=snap.step), key="train:curves")
+    confusion = getattr(snap, "extra", {}).get("confusion")
+    if confusion is not None:
+        ui.plot(_figure(("confusion", *at), lambda: own_ui.confusion_figure(confusion, data.classes, step=snap.step)),
+                key="train:confusion")
+        st.caption(f"{int(confusion.sum())} held-out pictures (the model never trains on them): each row is a class, "
+                   f"each column a guess. A good model puts everything on the diagonal.")
+    if state.get("train:frozen"):
+        st.info("This run keeps the CIFAR-10 model's encoder as it is and trains only the new classifier, so the "
+                "attention, position and filter pictures below stay as the CIFAR-10 photos shaped them: they show what "
+                "your classifier builds on. Start from random weights to watch them form (and to see why a few "
+                "pictures are not enough).", icon=":material/lock:")
     L, H = snap.cls_attention.shape[:2]
     pick_layer, pick_head = st.columns(2, gap="large")
     layer = pick_layer.select_slider("Layer", list(range(L)), key=ui.remember("train:layer", ui.clamp_index(L, L - 1)), persist_state="session",

@@ -200,3 +200,15 @@ def randomise(model, seed=0):
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=generator) * 0.2)
     return model.eval()
+
+
+def cifar10_archive():
+    """The CIFAR-10 archive (see README, The bundled models; VIT_EXPLAIN_CIFAR10): the variable's path, else the
+    default locations beside the checkout; None when it is not there (tests that need it skip)."""
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    candidates = [os.environ.get("VIT_EXPLAIN_CIFAR10"), root.parent / "shared" / "data" / "cifar10-jpeg.tar.gz",
+                  root.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"]
+    return next((Path(c) for c in candidates if c and Path(c).exists()), None)

@@ -6,13 +6,13 @@ models; VIT_EXPLAIN_CIFAR10); without it that test is skipped with a message. CI
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers import cifar10_archive
 from vit_explain.knowledge import knowledge_sentence, list_names, outside_training_warning
 from vit_explain.preprocess import load_image, to_pixel_values
 from vit_explain.weights import load_checkpoint
@@ -26,15 +26,7 @@ STATED = json.loads((MODEL_DIR / "evaluation.json").read_text())["top1"] if (MOD
 needs_model = pytest.mark.skipif(not (MODEL_DIR / "config.json").is_file(), reason="assets/models/vit-cifar10 is not there")
 
 
-def _cifar_archive() -> Path | None:
-    """The CIFAR-10 archive (see README, The bundled models; VIT_EXPLAIN_CIFAR10): the variable's path, else the
-    default locations beside the checkout."""
-    candidates = [os.environ.get("VIT_EXPLAIN_CIFAR10"), ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz",
-                  ROOT.parent.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"]
-    for candidate in candidates:
-        if candidate and Path(candidate).exists():
-            return Path(candidate)
-    return None
+_cifar_archive = cifar10_archive
 
 
 @pytest.fixture(scope="module")

@@ -50,11 +50,12 @@ def check_trainable(config: ViTConfig, num_labels: int | None = None) -> None:
 
 
 def build_model(config: ViTConfig, classes: Sequence[str], *, base: torch.nn.Module | None = None,
-                seed: int = 0) -> ViTForImageClassification:
+                seed: int = 0, new_head: bool = False) -> ViTForImageClassification:
     """The model a run starts from: fresh random weights for ``config``, or a copy of ``base``.
 
     ``classes`` are the data's labels. A copy of ``base`` keeps its classifier when it has as many
-    classes (relabelled with the data's names), otherwise it gets a fresh classifier. Position
+    classes (relabelled with the data's names), otherwise (or with ``new_head``: classes of the
+    student's own, whatever their number) it gets a fresh classifier. Position
     embeddings start as random as the rest (no sine-cosine start), so the page shows them
     organising themselves.
     """
@@ -69,7 +70,7 @@ def build_model(config: ViTConfig, classes: Sequence[str], *, base: torch.nn.Mod
         raise ValueError("These weights have no classification head to train; start from random weights instead.")
     model = copy.deepcopy(base).float()
     check_trainable(model.config, len(classes))
-    if model.config.num_labels != len(classes):
+    if new_head or model.config.num_labels != len(classes):
         generator = torch.Generator().manual_seed(seed)
         head = torch.nn.Linear(model.config.hidden_size, len(classes))
         with torch.no_grad():

@@ -332,6 +332,8 @@ class TrainingRun:
 
     def _take_snapshot(self) -> None:
         snap = take_snapshot(self.model, self.data, self.step, self.seconds)
+        extra = getattr(self.data, "snapshot_extra", None)  # e.g. the own classes' confusion matrix
+        snap.extra = extra(self.model) if extra is not None else {}
         with self._changed:
             if len(self._snapshots) >= self.max_snapshots:
                 self._snapshots, self._snapshot_every = thin(self._snapshots, self._snapshot_every, self.max_snapshots)

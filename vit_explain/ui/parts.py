@@ -24,9 +24,11 @@ def open_page(path: str) -> Run:
     already on the page and the page stops here, so the rest of a page file can count on a run.
     ``path`` is the page's file as listed in ``PAGES``.
     """
+    from .navigation import leave_folder_mode
     from .sidebar import sidebar
 
     _check_page(path)
+    leave_folder_mode()  # first, while a new session's state is still empty (see there)
     st.session_state[_CURRENT_PAGE] = path  # names the figures' downloads
     keep.start(path)  # what this run draws is noted for "Download this page"
     run = sidebar()

@@ -252,8 +252,13 @@ def _picture_in_use(page) -> str:
 
 
 def _choose(page, box_label: str, option: str) -> None:
-    """Pick ``option`` in the sidebar's select box labelled ``box_label``."""
-    page.locator(f'[data-testid="stSidebar"] input[aria-label="{box_label}"]').click()
+    """Pick ``option`` in the sidebar's select box labelled ``box_label``.
+
+    The box is scrolled to the middle of the sidebar first, as a user would: at the bottom edge of the window
+    its list has no room to open (with eleven pages in the navigation the picture box sits there at 768 px)."""
+    box = page.locator(f'[data-testid="stSidebar"] input[aria-label="{box_label}"]')
+    box.evaluate("e => e.scrollIntoView({block: 'center'})")
+    box.click()
     page.get_by_role("option", name=option, exact=True).click()
     _wait_idle(page)
     _no_exception(page, f"after choosing {option}")

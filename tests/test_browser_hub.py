@@ -56,7 +56,9 @@ def server(hub, tmp_path_factory):
 
 def _choose_watching_progress(page, label: str) -> list[str]:
     """Pick ``label`` in the Weights list; returns the progress messages seen while the page ran."""
-    page.locator('[data-testid="stSidebar"] input[aria-label="Weights"]').click()
+    box = page.locator('[data-testid="stSidebar"] input[aria-label="Weights"]')
+    box.evaluate("e => e.scrollIntoView({block: 'center'})")  # its list needs room below it to open
+    box.click()
     page.get_by_role("option", name=label, exact=True).click()
     seen: list[str] = []
     deadline = time.time() + 60

@@ -25,6 +25,7 @@ from .navigation import FAVICON, PAGE_CONFIG, PAGES
 from .parts import (
     download_trace,
     einops_expression,
+    finish_link,
     fixed_attention_scale,
     lazy_section,
     model_knowledge,
@@ -59,7 +60,7 @@ __all__ = [
     "BUNDLED", "BUNDLED_MODELS", "DEFAULT_SAMPLE", "FAVICON", "IMAGE_SIZES", "LOCAL", "PAGES", "PAGE_CONFIG",
     "RANDOM", "SESSION", "UPLOAD", "ModelSource", "Picture", "Run", "RunKey", "add_session_model", "bundled_name",
     "cached", "cached_with_progress", "clamp_index", "classroom_mode", "config_key", "core_trace", "download_trace",
-    "einops_expression", "fixed_attention_scale", "get_model", "lazy_section", "load_base", "model_knowledge",
+    "einops_expression", "finish_link", "fixed_attention_scale", "get_model", "lazy_section", "load_base", "model_knowledge",
     "next_stage", "one_of", "open_page", "close_page", "patch_on_grid", "plot", "preset_sidebar", "remember", "sample_names", "shapes",
     "show_source", "source_key", "stage_header", "store_clicked_patch", "stored", "trace_download", "trace_npz",
     "trace_readme",

@@ -38,6 +38,8 @@ LINKED: dict[str, tuple[str, type]] = {
     "attn_mean": ("attn:mean_heads", bool),
     "mlp_layer": ("mlp:layer", int),
     "pca_layer": ("layers:pca_layer", int),
+    "step": ("lesson:step", int),
+    "presenter": ("view:presenter", bool),
 }
 MAX_CHARS = 200  #: longer values are refused unread
 _INT = re.compile(r"-?\d{1,6}")

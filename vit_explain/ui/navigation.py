@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 #: The stages in teaching order: (page file, title, icon). app.py builds the navigation from it.
 PAGES = [
     ("pages/overview.py", "Overview", ":material/account_tree:"),
+    ("pages/lesson.py", "Lesson", ":material/school:"),
     ("pages/patching.py", "1 · Patching", ":material/grid_on:"),
     ("pages/embeddings.py", "2 · CLS and position", ":material/add_box:"),
     ("pages/attention.py", "3 · Self-attention", ":material/visibility:"),

@@ -13,6 +13,7 @@ import streamlit as st
 
 from . import keep, state
 from .navigation import PAGES
+from .presenter import for_the_projector
 from .run import Run, trace_download
 from .sources import bundled_name, get_model
 
@@ -34,7 +35,7 @@ def open_page(path: str) -> Run:
     run = sidebar()
     st.session_state[_NOTICE_SLOT] = st.empty()  # where a link's refused values are said (see close_page)
     if run is None:
-        _finish_link()
+        finish_link()
         st.stop()
     return run
 
@@ -49,7 +50,7 @@ def close_page(run: Run, path: str) -> None:
         with right:
             keep.download_page_button(run, path, next(t for p, t, _ in PAGES if p == path))
     next_stage(path)
-    _finish_link()
+    finish_link()
 
 
 #: The page file running now (for the names of downloaded figures).
@@ -58,7 +59,7 @@ _CURRENT_PAGE = "_current_page"
 _NOTICE_SLOT = "_link_notice_slot"
 
 
-def _finish_link() -> None:
+def finish_link() -> None:
     """The address bar becomes a link to this view; the sidebar offers to copy it; a link's refused values are said."""
     from .links import link_control, link_notice, write_link
 
@@ -206,6 +207,7 @@ def plot(fig, key: str | None = None, **kwargs):
     title never wraps, so on a 1024 px screen long titles ran out of their half-width column, and the
     mode bar sat on top of them. The title text stays in the figure's ``layout.meta`` (tests read it).
     """
+    fig = for_the_projector(fig)  # presenter mode: figure text at least 18 px (ui.presenter)
     title = fig.layout.title
     text = title.text if title is not None else None
     subtitle = title.subtitle.text if title is not None and title.subtitle is not None else None

@@ -22,6 +22,7 @@ from .hub_box import HUB_OTHER, allowed, choose_hub_model, remember_loaded
 from .links import read_link
 from .navigation import PAGE_CONFIG, install_page_styles, leave_folder_mode
 from .pictures import choose_picture, picture_messages
+from .presenter import presenter_toggle
 from .run import Run, RunKey, core_trace
 from .server import collect_now_and_then
 from .sources import (
@@ -58,6 +59,7 @@ def sidebar() -> Run | None:
     page_run_started()  # background training runs (the Training page) pause while pages are drawn
     collect_now_and_then()
     install_page_styles()
+    presenter_toggle()  # the projector setting, first in the sidebar (ui.presenter)
     source = choose_model()
     picture, slot = choose_picture()
     picture_messages(picture)

@@ -31,6 +31,7 @@ from vit_explain.charts import prediction as prediction_charts
 from vit_explain.model import backbone
 from vit_explain.pipeline import enlarge, final_norm_and_head
 from vit_explain.ui.presenter import presenting
+from vit_explain.ui import keep
 
 try:  # the interventions API (another part of the app): its two questions are left out without it
     from vit_explain import interventions
@@ -729,6 +730,18 @@ def navigation(index: int, count: int) -> None:
     st.html("<style>.st-key-lesson-clicker { display: none; }</style>")
 
 
+def answers_so_far(steps) -> list[str]:
+    """The student's answers, for the downloaded step: one line a question answered, then the score."""
+    right, answered, total = lesson.score(answers(), steps)
+    lines = []
+    for s in steps:
+        given = answers().get(s.id)
+        if s.asks and given is not None and given.guess is not None:
+            verdict = "not graded yet" if given.right is None else ("right" if given.right else "not quite")
+            lines.append(f"**{s.title}**: you answered {given.guess} ({verdict}; the answer: {given.correct}).")
+    return lines + [f"**Your score so far: {right} of {total}** ({answered} answered)."]
+
+
 # ---------------------------------------------------------------------------------- the page
 run = ui.open_page(PAGE)
 steps = lesson.lesson_steps(classifier=has_head(run), interventions=INTERVENTIONS)
@@ -744,4 +757,6 @@ else:
     DRAW[step.id](run)
 more = step.page if step.page in [p for p, _, _ in ui.PAGES] else "pages/overview.py"
 st.page_link(more, label=f"More on this: {page_title(more)}", icon=":material/open_in_new:")
+keep.download_page_button(run, PAGE, f"Lesson · {step.title}", preface=answers_so_far(steps),
+                          label="Download this step and your answers (.html)")
 ui.finish_link()  # what close_page does besides its downloads: the address bar becomes a link to this step

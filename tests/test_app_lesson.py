@@ -257,3 +257,17 @@ def test_other_families_every_step(tmp_path, family):
     assert f"Your score: 0 of {questions}" in " ".join(m.value for m in at.markdown)
     if family == "dinov2_registers":
         assert "no classifier" in " ".join(c.value for c in at.caption)
+
+
+def test_a_lesson_step_downloads_with_the_students_answers():
+    """The lesson keeps like the stage pages: the step's figures, and the answers given so far, in one HTML file."""
+    from vit_explain.ui import keep
+
+    at = open_app("bundled:vit-cifar10", page="pages/lesson.py")
+    buttons = [b for b in at.get("download_button") if "keep" in b.proto.id]
+    assert buttons, "no download on the lesson"
+    record = at.session_state[keep.RECORD]
+    assert record["page"] == "pages/lesson.py"
+    text = keep.page_html([{"kind": "markdown", "text": "**Your score so far: 0 of 7** (0 answered)."}] + record["items"],
+                          page_title="Lesson", picture=None, settings=[], link=None)
+    assert "Your score so far" in text and text.count("class='figure'") == sum(i["kind"] == "figure" for i in record["items"])

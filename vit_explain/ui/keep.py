@@ -106,12 +106,14 @@ def page_html(items: list[dict], *, page_title: str, picture: tuple[str, np.ndar
             f"<script>{get_plotlyjs()}</script></head><body>" + "".join(parts) + script + "</body></html>")
 
 
-def download_page_button(run, path: str, title: str) -> None:
-    """"Download this page": the recorded page as one HTML file, made when the button is clicked."""
+def download_page_button(run, path: str, title: str, *, preface: list[str] = (), label: str = "Download this page (.html)",
+                         ) -> None:
+    """"Download this page": the recorded page as one HTML file, made when the button is clicked. ``preface``:
+    paragraphs (markdown) put before what the page recorded (the lesson puts the student's answers there)."""
     record = st.session_state.get(RECORD)
     if not record or record.get("page") != path:
         return
-    items = list(record["items"])
+    items = [{"kind": "markdown", "text": text} for text in preface] + list(record["items"])
     settings = []
     picture = None
     if run is not None:
@@ -128,7 +130,7 @@ def download_page_button(run, path: str, title: str) -> None:
     link = base + "?" + urlencode(current_params()) if base else None
     slug = "".join(ch if ch.isalnum() else "-" for ch in title.split("·")[-1].strip().lower()).strip("-")
     st.download_button(
-        "Download this page (.html)", data=lambda: page_html(items, page_title=title, picture=picture,
+        label, data=lambda: page_html(items, page_title=title, picture=picture,
                                                                settings=settings, link=link).encode(),
         file_name=f"vit-explain_{slug}.html", mime="text/html", key=f"{path}:keep", icon=":material/save:",
         on_click="ignore",

@@ -29,7 +29,6 @@ from .sources import (
     HUB,
     LOCAL,
     RANDOM,
-    SESSION,
     ModelSource,
     classroom_mode,
     config_from_key,
@@ -286,5 +285,3 @@ def human_bytes(n: float) -> str:
         n /= 1024
     return f"{n:.1f} GB"
 
-
-__all__ = ["sidebar", "preset_sidebar", "load_base", "IMAGE_SIZES", "SESSION"]

@@ -36,6 +36,16 @@ STEPS = {"remove": "1 · remove the positions", "shuffle": "2 · shuffle the pat
 SKIPS = {"layer": "the whole layer", "attention": "only its attention", "mlp": "only its MLP"}
 
 
+def per_layer_run(store: str, measure, run, target: int, label: str):
+    """``measure(model, pixel_values, target, progress=...)`` (a layer at a time), computed once for the server
+    with a progress bar (``target`` < 0: the model's own answer)."""
+    return ui.cached_with_progress(
+        store, run, (target,),
+        lambda progress: measure(run.model, run.core["pixel_values"], None if target < 0 else target,
+                                 progress=lambda done, total: progress(done / total, f"Layer {done} of {total} done")),
+        label=label)
+
+
 # ---------------------------------------------------------------------------------- cached runs
 @ui.cached(max_entries=64, show_spinner="Running the changed model on the picture ...")
 def outcome(run, key: tuple) -> dict:
@@ -196,12 +206,8 @@ def heads_experiment(run) -> None:
                                      help="Each layer's heads run as one batch, starting from the layer's cached "
                                           "input. The result is kept."):
         slot.empty()
-        drops = ui.cached_with_progress(
-            HEADS, run, (target,),
-            lambda progress: interventions.head_importance(
-                run.model, run.core["pixel_values"], None if target < 0 else target,
-                progress=lambda done, total: progress(done / total, f"Layer {done} of {total} done")),
-            label=f"Switching off each of the {L * H} heads in turn ...")
+        drops = per_layer_run(HEADS, interventions.head_importance, run, target,
+                              f"Switching off each of the {L * H} heads in turn ...")
     a, b = st.columns(2)
     layer = index_picker(a, "Layer", L, "exp:layer", "layer")
     head = index_picker(b, "Head", H, "exp:head", "head")
@@ -264,12 +270,8 @@ def layers_experiment(run) -> None:
                 f"Skip every layer in turn ({3 * L} runs)", key="exp:sweep_go", icon=":material/play_arrow:",
                 help="Each layer skipped whole, without attention and without MLP. The result is kept."):
             slot.empty()
-            sweep = ui.cached_with_progress(
-                SWEEP, run, (target,),
-                lambda progress: experiments.layer_sweep(
-                    run.model, run.core["pixel_values"], None if target < 0 else target,
-                    progress=lambda done, total: progress(done / total, f"Layer {done} of {total} done")),
-                label=f"Skipping each of the {L} layers in turn ...")
+            sweep = per_layer_run(SWEEP, experiments.layer_sweep, run, target,
+                                  f"Skipping each of the {L} layers in turn ...")
     left, right = st.columns(2)
     with left:
         if sweep is None:

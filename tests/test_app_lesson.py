@@ -20,6 +20,18 @@ from vit_explain.ui.pictures import SAMPLES_DIR
 LESSON = "pages/lesson.py"
 
 
+def reveal_and_go_on(at) -> bool:
+    """Ask for the answer if the step asks a question (it must be shown), then Next; False on the last step."""
+    shown = [b for b in at.button if b.key and b.key.startswith("lesson:show:")]
+    if shown:
+        ok(shown[0].click().run())
+        assert "The answer:" in said(at)
+    if at.button(key="lesson:next").proto.disabled:
+        return False
+    ok(at.button(key="lesson:next").click().run())
+    return True
+
+
 def facts(picture: str) -> dict:
     """The right answers for the bundled CIFAR-10 model on a sample, computed here without the app."""
     from vit_explain.weights import load_checkpoint
@@ -205,13 +217,8 @@ def test_random_weights_every_step_and_every_reveal():
     seen = []
     while True:
         seen.append(step_title(at))
-        shown = [b for b in at.button if b.key and b.key.startswith("lesson:show:")]
-        if shown:
-            ok(shown[0].click().run())
-            assert "The answer:" in said(at)
-        if at.button(key="lesson:next").proto.disabled:
+        if not reveal_and_go_on(at):
             break
-        ok(at.button(key="lesson:next").click().run())
     assert len(seen) == 13 and seen[-1] == "Your score"
     text = " ".join(m.value for m in at.markdown)
     assert "Your score: 0 of 7" in text and "You answered 0 of the 7" in text
@@ -245,13 +252,8 @@ def test_other_families_every_step(tmp_path, family):
             at.number_input(key="lesson:guess:tokens").set_value(16)  # the patches only: forgets the prefix
             check(at)
             assert "Not quite." in said(at) and f"**{16 + prefix} tokens**" in said(at)
-        shown = [b for b in at.button if b.key and b.key.startswith("lesson:show:")]
-        if shown:
-            ok(shown[0].click().run())
-            assert "The answer:" in said(at)
-        if at.button(key="lesson:next").proto.disabled:
+        if not reveal_and_go_on(at):
             break
-        ok(at.button(key="lesson:next").click().run())
     assert len(titles) == steps and "Which head matters most?" in titles
     assert ("Which class will win?" in titles) == (family == "distilled_deit")
     assert f"Your score: 0 of {questions}" in " ".join(m.value for m in at.markdown)

@@ -448,3 +448,66 @@ def test_bf16_training_steps_use_the_plain_attention_kernel_on_cpu_with_the_same
     ours = torch.cat([g.flatten() for g in grads_bf16])
     assert (ours - theirs).norm() < 0.05 * theirs.norm()  # bf16 rounding, not another function
     assert (torch.cat([g.flatten() for g in grads_fp32]) - theirs).norm() < 0.1 * theirs.norm()
+
+
+def test_a_second_cycle_starts_from_saved_weights_and_refuses_another_shape(data_dir, data_tar, tmp_path, capsys):
+    """``--init-from``: the run's first steps start from the saved model (its held-out accuracy, not a fresh
+    model's), a saved model of another architecture or other classes is refused by name, and an interrupted
+    second cycle resumes from its own state rather than starting over from the saved weights."""
+    from vit_explain.training.recipes import start_from
+    from vit_explain.weights import save_checkpoint
+
+    data = load_image_folder(data_dir)
+    config = _tiny_config()
+    first, _ = run_picture_loop(config, data, epochs=6, batch_size=32, lr=3e-3, warmup_epochs=1, seed=5)
+    first_dir = tmp_path / "first"
+    save_checkpoint(first, first_dir)
+    first_acc = evaluate_split(first, data.test, 2)["top1"]
+    assert first_acc >= 0.85
+
+    # zero steps of a second cycle (stopped before its first step) give the saved weights exactly
+    started = _fresh(config)
+    start_from(started, first_dir, log=lambda _: None)
+    for (name, a), b in zip(first.state_dict().items(), started.state_dict().values()):
+        assert torch.equal(a, b), name
+    # a second cycle at a low learning rate keeps what the first learnt; the same cycle from fresh weights does not
+    kwargs = dict(epochs=1, batch_size=32, lr=1e-4, warmup_epochs=0.5, seed=6)
+    source = ImageFolderSource(data)
+    lines = []
+    second = train(config, source, TrainConfig(label_smoothing=0.1, lr_floor=0.0, **kwargs), init_from=first_dir,
+                   log=lines.append).model
+    fresh = train(config, source, TrainConfig(label_smoothing=0.1, lr_floor=0.0, **kwargs), log=lambda _: None).model
+    assert any(f"started from the weights in {first_dir}" in line for line in lines)
+    assert evaluate_split(second, data.test, 2)["top1"] >= first_acc - 0.05
+    assert evaluate_split(fresh, data.test, 2)["top1"] < first_acc - 0.2
+
+    # another architecture, or other classes: refused, naming what differs
+    wider = _fresh(config.replace(hidden_size=48, intermediate_size=192))
+    with pytest.raises(ValueError, match=r"hidden_size: 32 in .*, 48 here"):
+        start_from(wider, first_dir)
+    renamed = _fresh(config.replace(id2label={0: "cat", 1: "dog"}))
+    with pytest.raises(ValueError, match="classes"):
+        start_from(renamed, first_dir)
+
+    # the command line: an interrupted second cycle resumes from its own state, not from --init-from again
+    out = tmp_path / "second"
+    argv = ["--recipe", "cifar10-cycle2", "--data", str(data_tar), "--init-from", str(first_dir), "--out", str(out),
+            "--epochs", "3", "--image-size", "16", "--patch-size", "4", "--hidden-size", "32", "--layers", "2",
+            "--heads", "2", "--intermediate-size", "128", "--batch-size", "32", "--threads", "1", "--log-every", "100",
+            "--precision", "fp32", "--rand-augment-ops", "0", "--mix", "0", "--keep-patches", "1"]
+    threads = torch.get_num_threads()
+    try:
+        assert main(argv + ["--stop-after-epochs", "1"]) == 0
+        assert (out / "train_state.pt").exists() and not (out / "model.safetensors").exists()
+        capsys.readouterr()
+        assert main(argv) == 0
+        assert "resumed from" in capsys.readouterr().out  # the state's epoch 1, not the saved weights' start again
+        uninterrupted = tmp_path / "uninterrupted"
+        assert main([a if a != str(out) else str(uninterrupted) for a in argv]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    from vit_explain.weights import load_checkpoint
+
+    a, b = load_checkpoint(out).state_dict(), load_checkpoint(uninterrupted).state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name

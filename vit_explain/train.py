@@ -56,8 +56,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="ImageFolder folder or .tar/.tar.gz (train/ and test/, or one folder split 90/10)")
     p.add_argument("--out", help="directory to save the trained model in (default: the recipe's)")
+    p.add_argument("--init-from", metavar="DIR", default=None,
+                   help="pictures: start from the weights saved in DIR (same architecture and classes) instead of fresh "
+                        "ones, for a further cycle of training; default: the recipe's (cifar10-cycle2: the shipped model)")
     p.add_argument("--evaluate", metavar="DIR", help="only measure the shapes model saved in DIR")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: the recipe's, else 0")
     p.add_argument("--steps", type=int, help="shapes: optimiser steps")
     p.add_argument("--epochs", type=int, help="pictures: passes over the training split")
     p.add_argument("--stop-after-epochs", type=int, default=None, help="pictures: stop early (resumable) after this many epochs")

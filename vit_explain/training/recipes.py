@@ -63,6 +63,19 @@ RECIPES: dict[str, dict] = {
         attention_init="mimetic", rand_augment_ops=2, rand_augment_magnitude=12, mix=0.8, augment_ramp="linear",
         eval_n=2000,
     ),
+    # A second cosine cycle for the CIFAR-10 model (SGDR-style warm restart, Loshchilov & Hutter 2017):
+    # it starts from the weights the "cifar10" recipe wrote (``--init-from``; by default the shipped
+    # folder, which it then overwrites) because that run stopped rising only when its learning rate reached
+    # zero. A lower peak (3e-4, a third of the first cycle's), a one-epoch warm-up, and the augmentation at
+    # the strength the first cycle ended with, held for the whole cycle (no ramp). A new seed, so the
+    # epochs' shuffles and augmentations are not the first cycle's again.
+    "cifar10-cycle2": dict(
+        out="assets/models/vit-cifar10", data="../shared/data/cifar10-jpeg.tar.gz", init_from="assets/models/vit-cifar10",
+        seed=1, epochs=40, batch_size=128, lr=3e-4, weight_decay=0.05, warmup_epochs=1.0, label_smoothing=0.1,
+        image_size=32, patch_size=4, hidden_size=192, layers=6, heads=3, intermediate_size=384, threads=0,
+        precision="bf16", keep_patches=0.5, full_epochs=0, attention_init="mimetic", rand_augment_ops=2,
+        rand_augment_magnitude=12, mix=0.8, augment_ramp="none", eval_n=2000,
+    ),
 }
 
 
@@ -163,9 +176,14 @@ class Trained(NamedTuple):
 def train(model_config: ViTConfig, source: DataSource, config: TrainConfig, *, state_path: str | os.PathLike | None = None,
           device: str | None = None, stop_after_steps: int | None = None, report_every: int = 250,
           check: Callable[[torch.nn.Module], dict] | None = None, check_every: int | None = None, log: Log = print,
-          log_every: int = 50, prefetch: bool = False,
+          log_every: int = 50, prefetch: bool = False, init_from: str | os.PathLike | None = None,
           callbacks: Sequence[Callback] = ()) -> Trained:
     """Train a fresh model on ``source`` as ``config`` says; returns it with its records (:class:`Trained`).
+
+    ``init_from``: a saved model (a folder :func:`vit_explain.weights.load_checkpoint` reads) whose
+    weights replace the fresh ones before the first step, for a further cycle of training; it must
+    have ``model_config``'s architecture and classes, or :class:`ValueError` says what differs. A
+    saved state to resume (``state_path``) wins over it.
 
     Records: one per epoch for a source with epochs, else one every ``report_every`` steps, each
     with ``check(model)``'s numbers every ``check_every`` steps (default: every record) and at the
@@ -179,7 +197,10 @@ def train(model_config: ViTConfig, source: DataSource, config: TrainConfig, *, s
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     probe = source.init_probe(config.seed) if config.position_init == "sincos" else None
     model = fresh_model(model_config, seed=config.seed, position_init=config.position_init,
-                        attention_init=config.attention_init, probe=probe).to(device)
+                        attention_init=config.attention_init, probe=probe)
+    if init_from is not None:
+        start_from(model, init_from, log)
+    model = model.to(device)
     optimizer = make_optimizer(model, lr=config.lr, weight_decay=config.weight_decay)
     per_epoch = source.steps_per_epoch(config.batch_size)
     total = config.total_steps(per_epoch)
@@ -213,6 +234,26 @@ def train(model_config: ViTConfig, source: DataSource, config: TrainConfig, *, s
         log(f"stopped after step {steps} of {total}{where}; run the same command again to resume")
     model.eval()
     return Trained(model.cpu(), history, steps, finished)
+
+
+def start_from(model: ViTForImageClassification, path: str | os.PathLike, log: Log = print) -> None:
+    """Copy the weights saved at ``path`` into ``model``, refusing a checkpoint of another shape or other classes."""
+    from ..weights import load_checkpoint
+
+    saved = load_checkpoint(path)
+    mine, theirs = model.config, saved.config
+    fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "image_size",
+              "patch_size", "num_channels", "hidden_act", "qkv_bias")
+    differ = [f"{k}: {getattr(theirs, k)} in {path}, {getattr(mine, k)} here" for k in fields
+              if getattr(theirs, k) != getattr(mine, k)]
+    if not isinstance(saved, ViTForImageClassification):
+        differ.append(f"{path} holds no classifier head")
+    elif [theirs.id2label[i] for i in range(theirs.num_labels)] != [mine.id2label[i] for i in range(mine.num_labels)]:
+        differ.append(f"classes {list(theirs.id2label.values())} in {path}, {list(mine.id2label.values())} here")
+    if differ:
+        raise ValueError(f"cannot start from {path}: " + "; ".join(differ))
+    model.load_state_dict(saved.state_dict())
+    log(f"started from the weights in {path}")
 
 
 def describe(config: TrainConfig, source: DataSource, per_epoch: int | None) -> str:
@@ -250,7 +291,7 @@ def _common(args) -> dict:
                 rand_augment_ops=args.rand_augment_ops or 0,
                 rand_augment_magnitude=args.rand_augment_magnitude if args.rand_augment_magnitude is not None else 9.0,
                 mix=args.mix or 0.0, augment_ramp=args.augment_ramp == "linear", position_init=args.position_init,
-                attention_init=args.attention_init or "normal", seed=args.seed)
+                attention_init=args.attention_init or "normal", seed=args.seed if args.seed is not None else 0)
 
 
 def _finish(model, out: Path, state: Path) -> None:
@@ -317,7 +358,7 @@ def run_pictures(args, log: Log) -> int:
     stop = None if args.stop_after_epochs is None else args.stop_after_epochs * per_epoch
     model, history, _, finished = train(_model_config(args, data.classes), source, config, state_path=state,
                                         device=device, stop_after_steps=stop, check=check, log=log,
-                                        log_every=args.log_every)
+                                        log_every=args.log_every, init_from=getattr(args, "init_from", None))
     if not finished:
         return 0
     _finish(model, out, state)

@@ -153,7 +153,7 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--think", type=float, default=5.0)
     parser.add_argument("--model", default="default", choices=["default", "random-b16"])
-    parser.add_argument("--pages", default="attention,patching,mlp,layers,prediction,",
+    parser.add_argument("--pages", default="lesson,attention,patching,mlp,layers,prediction,",
                         help="URL slugs of the pages to visit in turn (an empty one is the overview)")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds one step may take")
     parser.add_argument("--json", type=Path, required=True)

@@ -532,7 +532,7 @@ def main() -> int:
                         help="the app's default model, or random ViT-B/16 weights (every student picks them)")
     parser.add_argument("--patch-sizes", default=None, choices=["vary", "fixed"],
                         help="half the students move the patch size one step (default: vary; fixed for random-b16)")
-    parser.add_argument("--pages", default="attention,patching,mlp,layers,prediction,",
+    parser.add_argument("--pages", default="lesson,attention,patching,mlp,layers,prediction,",
                         help="URL slugs of the pages each round visits (an empty one is the overview)")
     parser.add_argument("--browsers", type=int, default=1, help="real Chromium sessions in the same run")
     parser.add_argument("--through-nginx", type=int, default=0, metavar="R",

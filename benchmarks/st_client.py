@@ -49,7 +49,7 @@ VALUE_FIELD = {
     "select_slider": "string_array_value", "slider": "double_array_value", "selectbox": "string_value",
     "radio": "string_value", "checkbox": "bool_value", "number_input": "double_value",
     "text_input": "string_value", "button_group": "string_array_value", "plotly_chart": "string_value",
-    "file_uploader": "file_uploader_state_value",
+    "file_uploader": "file_uploader_state_value", "button": "trigger_value",
 }
 #: How many script runs the front end keeps a cached message (Streamlit's global.maxCachedMessageAge).
 MAX_CACHED_AGE = 2
@@ -94,10 +94,32 @@ def _delta_fingerprint_part(delta) -> bytes | None:
             element = type(element)()  # a fresh random id per run, on purpose: not the session's data
             element.CopyFrom(delta.new_element)
             element.download_button.deferred_file_id = ""
+        elif kind == "plotly_chart":
+            # the same figure, fresh or out of st.cache_data, can list its layout's keys in another order
+            # and carry empty settings ("title": {}) or not (its element id hashes that text): compare what
+            # it draws, with the keys sorted and the empty settings left out
+            element = type(element)()
+            element.CopyFrom(delta.new_element)
+            element.plotly_chart.id = ""
+            try:
+                spec = _without_empty(json.loads(element.plotly_chart.spec))
+                element.plotly_chart.spec = json.dumps(spec, sort_keys=True)
+            except ValueError:
+                pass
         return kind.encode() + b":" + element.SerializeToString(deterministic=True)
     if which == "add_block":
         return b"block:" + delta.add_block.SerializeToString(deterministic=True)
     return None
+
+
+def _without_empty(value):
+    """``value`` (parsed JSON) with every empty object left out of the objects that hold it."""
+    if isinstance(value, dict):
+        kept = {k: _without_empty(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v != {}}
+    if isinstance(value, list):
+        return [_without_empty(v) for v in value]
+    return value
 
 
 def _current(inner, options: list) -> str:
@@ -251,6 +273,15 @@ class StreamlitSession:
         self.values[widget.id] = state
         return self._rerun(kind, fragment_id=widget.fragment_id)
 
+    def click(self, key: str, kind: str = "button") -> Interaction:
+        """Press button ``key`` (its on_click runs in the rerun; like the front end, the press is sent once)."""
+        widget = self.widget(key)
+        if widget.kind != "button":
+            raise ProtocolError(f"widget {key!r} is a {widget.kind}, not a button")
+        if widget.disabled:
+            raise ProtocolError(f"button {key!r} is disabled")
+        return self.set_widget(key, True, kind=kind)
+
     def click_patch(self, key: str, patch: int) -> Interaction:
         """Click patch ``patch`` on the clickable picture ``key`` (a plotly_chart with on_select)."""
         point = {"curve_number": 1, "point_number": patch, "point_index": patch, "customdata": patch}
@@ -340,6 +371,8 @@ class StreamlitSession:
         if start is None:
             start = time.perf_counter()
         self._send(back)
+        # a trigger (a button press) counts for one run only, as in the front end
+        self.values = {k: v for k, v in self.values.items() if v.WhichOneof("value") != "trigger_value"}
         deadline = time.monotonic() + self.timeout
         elements: dict[tuple, bytes] = {}
         drawn: dict[str, Widget] = {}

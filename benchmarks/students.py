@@ -1,9 +1,11 @@
 """What one student does in the app, step by step (used by Locust's users and by the reference runs).
 
 A student (see :class:`Lesson`): opens the app, [chooses random ViT-B/16 weights], sets a patch size,
-uploads their own picture, then goes round the stage pages again and again: on each page it moves
-the first slider of the page and clicks a patch of the first clickable picture, thinking between
-actions (``think`` seconds on average, 0.5x to 1.5x). Every value it sets is an absolute one
+uploads their own picture, then goes round the pages again and again: on each stage page it moves
+the first slider of the page and clicks a patch of the first clickable picture; on the Lesson page
+it walks on from where it was, ``LESSON_STEPS_PER_VISIT`` steps a visit: on a question step it asks
+for the answer ("Just show me", which computes the reveal), then presses Next; at the end it starts
+the lesson again. It thinks between actions (``think`` seconds on average, 0.5x to 1.5x). Every value it sets is an absolute one
 derived from the student's number and the page, so each round after the first sees the same
 screens: the single-user reference needs two rounds. Each interaction is timed from the message
 sent to the end of the script run (see ``st_client``) and fingerprinted.
@@ -29,7 +31,8 @@ if str(HERE) not in sys.path:
 
 from st_client import StreamlitSession  # noqa: E402
 
-DEFAULT_PAGES = ["attention", "patching", "mlp", "layers", "prediction", ""]
+DEFAULT_PAGES = ["lesson", "attention", "patching", "mlp", "layers", "prediction", ""]
+LESSON_STEPS_PER_VISIT = 3
 RANDOM_LABEL = "Random weights"
 
 
@@ -95,9 +98,12 @@ class Lesson:
         self.on_record = on_record
         self.rng = random.Random(index)
         self.n = 0
+        self.lesson_step, self.lesson_pass = 0, 1  # where this student is in the Lesson page's walk
 
     def _do(self, round_: int, what: str, kind: str, action) -> None:
         self.n += 1
+        if "lesson" in self.settings.pages:  # every page shows where the lesson is (the share link holds it)
+            what += f" [lesson at {self.lesson_pass}.{self.lesson_step + 1}]"
         step = f"{min(round_, 2)}:{self.n if round_ == 0 else self._round_step}:{what}"
         self._round_step += 1
         started = time.time()
@@ -151,6 +157,10 @@ class Lesson:
                     if not self._pause():
                         return
                     self._do(round_, f"page /{page}", "page", lambda: st.switch_page(page))
+                    if page == "lesson":
+                        if not self._walk_lesson(round_):
+                            return
+                        continue
                     slider = next((w for w in st.widgets.values() if w.root == 0 and w.kind == "slider"
                                    and not w.disabled), None)
                     if slider is not None:
@@ -171,6 +181,33 @@ class Lesson:
             with s.lock:
                 s.sessions[self.index] = {"session": st.session_id, "upstreams": sorted(st.upstreams)}
             st.close()
+
+    def _walk_lesson(self, round_: int) -> bool:
+        """A few steps of the Lesson page on from where this student was; False when the time is over.
+
+        Every step's name carries the lesson's pass and step (see ``_do``), so a step under load is compared
+        with the same screen alone.
+        """
+        st = self.session
+        for _ in range(LESSON_STEPS_PER_VISIT):
+            reveal = next((w for w in st.widgets.values() if w.kind == "button" and not w.disabled
+                           and _key(w.id).startswith("lesson:show:")), None)
+            if reveal is not None:
+                if not self._pause():
+                    return False
+                self._do(round_, "reveal the answer (just show me)", "reveal", lambda: st.click(_key(reveal.id), kind="reveal"))
+            keys = {_key(w.id): w for w in st.widgets.values() if w.kind == "button"}
+            if not self._pause():
+                return False
+            if "lesson:next" in keys and not keys["lesson:next"].disabled:
+                self._do(round_, "lesson next", "lesson", lambda: st.click("lesson:next", kind="lesson"))
+                self.lesson_step += 1
+            elif "lesson:restart" in keys:
+                self._do(round_, "lesson start again", "lesson", lambda: st.click("lesson:restart", kind="lesson"))
+                self.lesson_step, self.lesson_pass = 0, self.lesson_pass + 1
+            else:
+                raise RuntimeError("lesson: neither Next nor 'Start the lesson again' on the page")
+        return True
 
     def _slider_target(self, slider, page: str):
         seed = _seed(self.index, page, "slider")

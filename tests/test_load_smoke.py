@@ -34,12 +34,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.slow
 
 
-def run_load_test(tmp_path: Path, *options: str, timeout: float = 600) -> tuple[int, dict, str]:
+def run_load_test(tmp_path: Path, *options: str, timeout: float = 600, pages: str = "attention,") -> tuple[int, dict, str]:
     """Run the load test; on a timeout stop it with SIGTERM, so that it stops its servers too."""
     report = tmp_path / "load.json"
     every = ",".join(str(i) for i in range(os.cpu_count() or 1))  # no pinning: a smoke run measures nothing
     proc = subprocess.Popen(
-        [sys.executable, str(LOAD_TEST), "--think", "0.2", "--pages", "attention,", "--timeout", "60",
+        [sys.executable, str(LOAD_TEST), "--think", "0.2", "--pages", pages, "--timeout", "60",
          "--server-cores", every, "--client-cores", every, "--json", str(report), *options],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -71,6 +71,20 @@ def test_students_on_one_server_see_only_their_own_pages(tmp_path):
     if browsers == "1":
         steps = [s["step"] for s in level["browser_page_ready"]["steps"]]
         assert steps[:2] == ["open", "upload"], steps
+
+
+def test_students_walk_the_lesson_revealing_answers_as_they_go(tmp_path):
+    """The lesson in the students' mix: Next and "Just show me" are button presses over the protocol, each
+    compared with the same screen of the same student alone (the lesson's place is part of every step's name)."""
+    code, report, output = run_load_test(tmp_path, "--students", "2", "--duration", "8", "--browsers", "0",
+                                         pages="lesson,")
+    level = report["levels"][0]
+    assert code == 0, output[-3000:]
+    assert level["errors"] == [] and level["reference_errors"] == []
+    assert level["isolation_mismatches"] == []
+    # alone, two rounds: each student pressed Next and asked for at least one answer on the lesson page
+    assert {"page", "lesson", "reveal"} <= set(level["reference_kinds"])
+    assert level["isolation_checked"] >= 2 * 2
 
 
 @pytest.mark.skipif(not NGINX.exists(), reason="needs Debian's nginx (apt-get install nginx)")

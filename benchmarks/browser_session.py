@@ -39,7 +39,8 @@ READY_JS = r"""
   if (status && /running|connecting/i.test(status.innerText)) return no();
   if (document.querySelector('[data-testid="stSpinner"], [data-stale="true"]')) return no();
   if (want.path !== undefined && !location.pathname.replace(/\/$/, '').endsWith(want.path)) return no();
-  const h1 = document.querySelector('[data-testid="stMain"] h1');
+  // a stage page's title, or the Lesson page's step heading (the first heading of the page either way)
+  const h1 = document.querySelector('[data-testid="stMain"] h1, [data-testid="stMain"] h2');
   if (!h1) return no();
   if (want.notTitle && h1.textContent.includes(want.notTitle)) return no();
   const caption = [...document.querySelectorAll('[data-testid="stSidebar"] [data-testid="stImageCaption"]')]
@@ -64,7 +65,7 @@ async def wait_ready(page, want: dict, timeout: float = 180.0) -> float:
 
 
 async def heading(page) -> str:
-    return await page.evaluate("() => (document.querySelector('[data-testid=\"stMain\"] h1') || {textContent: ''}).textContent")
+    return await page.evaluate("() => (document.querySelector('[data-testid=\"stMain\"] h1, [data-testid=\"stMain\"] h2') || {textContent: ''}).textContent")
 
 
 async def choose_random_weights(page, timeout: float = 180.0) -> None:

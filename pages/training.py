@@ -284,6 +284,14 @@ def _views(status: trainer.RunStatus, data, config) -> None:
     head = pick_head.select_slider("Head", list(range(H)), key=ui.remember("train:head", ui.clamp_index(H)), persist_state="session")
     ui.plot(_figure(("probe", *at, layer, head), lambda: charts.probe_attention_figure(
         data.probe_image, snap.cls_attention, layer, head, step=snap.step)), key="train:probe")
+    if not status.active and len(snapshots) > 1:  # a finished run, replayed by the browser
+        ui.plot(_figure(("replay", status.run_id, len(snapshots), snapshots[-1].step, layer), lambda: charts.replay_figure(
+            data.probe_image, [s.cls_attention for s in snapshots], [s.step for s in snapshots],
+            [s.held_out_accuracy for s in snapshots], layer=layer, chance=1.0 / len(data.classes))), key="train:replay")
+        st.caption("The whole run again, in your browser: press **Play** to see the snapshots one after another, or drag "
+                   "the slider. Watch the bright patches: where the CLS token of this layer looks (the mean of its heads) "
+                   "as the held-out accuracy on the right climbs. One colour scale for the whole run, so attention that "
+                   "gathers on a few patches shows brighter. The Layer slider above picks the layer.")
     left, right = st.columns(2, gap="medium")
     with left:
         ui.plot(_figure(("top5", *at), lambda: charts.top5_figure(

@@ -60,6 +60,7 @@ def test_start_update_stop_scrub_and_explore(page):
     for expected in ("Training curves", "Where the CLS token looks", "Top-5 for the probe", "in every layer and head",
                      "Position-embedding similarity", "Patch-embedding filters", "How far the heads look"):
         assert any(expected in t for t in titles), (expected, titles)
+    assert not any("Replay" in t for t in titles)  # the replay is for a finished run
     assert any("Training: step" in i.value for i in at.info)
     later = _wait_for_steps(at, first.step + 10)
     at.run()
@@ -72,6 +73,10 @@ def test_start_update_stop_scrub_and_explore(page):
     status = at.session_state["train:run"].status()
     assert status.state == "stopped" and status.reason == "stopped"
     assert any("Stopped at step" in s.value for s in at.success)
+    # the stopped run replayed by the browser: one frame per snapshot kept
+    replay = next(c for c in at.get("plotly_chart") if "Replay of the run" in json.dumps(json.loads(c.proto.spec)["layout"].get("meta", {})))
+    frames = json.loads(replay.proto.spec)["frames"]
+    assert [f["name"] for f in frames] == [f"step {s.step}" for s in status.snapshots]
     assert at.button(key="train:resume").disabled is False
     options = at.sidebar.selectbox(key="w:model_choice").options
     label = f"The model you trained (step {status.step:,})"

@@ -83,3 +83,34 @@ def test_every_figure_has_a_title_axis_labels_and_titled_colour_bars(snapshot_ar
 
     total = sum(figure_bytes(f) for f in (curves, probe, heads, distance, positions, filt, top))
     assert total < TRAINING_FIGURES_BYTES, total  # sent about once a second: keep it light
+
+
+def test_the_replay_has_one_frame_per_snapshot_with_that_snapshots_numbers(snapshot_arrays):
+    """The replay's frames carry each snapshot's own map (the mean of the chosen layer's heads) and accuracy; one
+    colour scale for the run; a play button and a slider; and nothing plays by itself (no autoplay)."""
+    att, _, _, _, image = snapshot_arrays
+    rng = np.random.default_rng(3)
+    snapshots = [att * rng.random(att.shape).astype(np.float32) for _ in range(12)]
+    steps = [0] + [25 * i for i in range(1, 12)]
+    accuracy = list(np.linspace(0.12, 0.8, 12))
+    fig = charts.replay_figure(image, snapshots, steps, accuracy, layer=1, chance=0.125)
+    assert fig.layout.title.text.startswith("Replay of the run")
+    assert len(fig.frames) == 12 and [f.name for f in fig.frames] == [f"step {s}" for s in steps]
+    zmax = max(float(s[1].mean(axis=0).max()) for s in snapshots)
+    for frame, snap, step, acc in zip(fig.frames, snapshots, steps, accuracy):
+        heat, marker = frame.data
+        np.testing.assert_allclose(np.asarray(heat.z, dtype=np.float32).ravel(), snap[1].mean(axis=0), rtol=1e-6)
+        assert float(marker.x[0]) == step and float(marker.y[0]) == pytest.approx(acc, rel=1e-6)
+        assert list(frame.traces) == [1, 3]
+    heat = fig.data[1]
+    assert heat.zmin == 0 and heat.zmax == pytest.approx(zmax, rel=1e-6)  # one scale for the whole run
+    assert _colorbar_titles(fig) == [f"share<br>fitted 0–{zmax:.3g}"]
+    assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["▶ Play"]
+    slider = fig.layout.sliders[0]
+    assert len(slider.steps) == 12 and sum(1 for s in slider.steps if s.label) <= 12
+    assert slider.steps[-1].label == "275"
+    assert fig.layout.xaxis2.title.text == "optimiser step" and fig.layout.yaxis2.title.text == "accuracy"
+    assert "autoplay" not in fig.to_json()
+    assert figure_bytes(fig) < 1_000_000
+    with pytest.raises(ValueError):
+        charts.replay_figure(image, snapshots[:3], steps, accuracy, layer=0, chance=0.1)

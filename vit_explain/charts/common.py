@@ -266,3 +266,29 @@ def figure_bytes(fig: go.Figure) -> int:
     import plotly.io as pio
 
     return len(pio.to_json(fig, validate=False).encode())
+
+
+# ---------------------------------------------------------------------------------- motion drawn by the browser
+def play_buttons(first_frame: str, *, back: bool = True, frame_ms: int = 260, y: float = -0.02) -> dict:
+    """An ``updatemenus`` entry: buttons under the plot that play every frame from the start and (``back``) go
+    back to the first one. Plotly never starts an animation by itself: nothing moves until "Play" is pressed,
+    and playing costs the server nothing (the frames are in the figure)."""
+    buttons = [dict(label="▶ Play", method="animate",
+                    args=[None, dict(frame=dict(duration=frame_ms, redraw=True), transition=dict(duration=0),
+                                     fromcurrent=False, mode="immediate")])]
+    if back:
+        buttons.append(dict(label="Back to the start", method="animate",
+                            args=[[first_frame], dict(frame=dict(duration=0, redraw=True), transition=dict(duration=0),
+                                                      mode="immediate")]))
+    return dict(type="buttons", direction="left", buttons=buttons, showactive=False, x=0.0, xanchor="left",
+                y=y, yanchor="top", pad=dict(t=4, r=6), font=dict(size=13))
+
+
+def frame_slider(names: list[str], labels: list[str], *, prefix: str, x: float = 0.2) -> dict:
+    """A ``sliders`` entry that shows frame ``names[i]`` (ticked ``labels[i]``) when moved; its current value
+    is written after ``prefix``."""
+    return dict(active=0, x=x, xanchor="left", len=1.0 - x, y=-0.02, yanchor="top", pad=dict(t=8, b=4),
+                currentvalue=dict(prefix=prefix, font=dict(size=13), xanchor="left"), font=dict(size=13), ticklen=4,
+                steps=[dict(label=label, method="animate",
+                            args=[[name], dict(frame=dict(duration=0, redraw=True), transition=dict(duration=0),
+                                               mode="immediate")]) for name, label in zip(names, labels)])

@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .common import ATTENTION_SCALE, click_layer, equal_axes, f32, grid_lines, image_source, image_trace, style
+from .common import (ATTENTION_SCALE, click_layer, equal_axes, f32, frame_slider, grid_lines, image_source,
+                     image_trace, play_buttons, style)
 from .patching import patch_tiles, upscale
 
 #: The student's guess and the right answer, outlined on the maps.
@@ -38,20 +39,6 @@ FRAME_MS = 260
 def _bare_axes(fig: go.Figure) -> None:
     fig.update_xaxes(showgrid=False, zeroline=False, showticklabels=False, ticks="", title=None)
     fig.update_yaxes(showgrid=False, zeroline=False, showticklabels=False, ticks="", title=None)
-
-
-def _play_buttons(first_frame: str, *, back: bool = True, frame_ms: int = FRAME_MS, y: float = -0.02) -> dict:
-    """Buttons under the plot: play every frame from the start, and (``back``) go back to the first one.
-    Nothing plays until "Play" is pressed (Plotly never starts an animation by itself)."""
-    buttons = [dict(label="▶ Play", method="animate",
-                    args=[None, dict(frame=dict(duration=frame_ms, redraw=True), transition=dict(duration=0),
-                                     fromcurrent=False, mode="immediate")])]
-    if back:
-        buttons.append(dict(label="Back to the start", method="animate",
-                            args=[[first_frame], dict(frame=dict(duration=0, redraw=True), transition=dict(duration=0),
-                                                      mode="immediate")]))
-    return dict(type="buttons", direction="left", buttons=buttons, showactive=False, x=0.0, xanchor="left",
-                y=y, yanchor="top", pad=dict(t=4, r=6), font=dict(size=13))
 
 
 def _ease(t: np.ndarray) -> np.ndarray:
@@ -156,7 +143,7 @@ def patches_to_sequence(image: np.ndarray, patch_size: int, prefix_names: list[s
     fig.update_xaxes(range=[-0.3, width + 0.3], constrain="domain")
     fig.update_yaxes(range=[bottom + 0.3, -1.4], scaleanchor="x", constrain="domain")
     _bare_axes(fig)
-    fig.update_layout(updatemenus=[_play_buttons("picture")], dragmode=False)
+    fig.update_layout(updatemenus=[play_buttons("picture", frame_ms=FRAME_MS)], dragmode=False)
     height = int(np.clip((bottom + 1.7) / (width + 0.6) * 640, 240, 640)) + 100
     fig = style(fig, title, height=height)
     fig.update_layout(margin=dict(l=8, r=8, t=40, b=64))
@@ -183,13 +170,9 @@ def attention_through_layers(image: np.ndarray, maps: np.ndarray, title: str, *,
     fig = go.Figure([image_trace(image), heat])
     names = [f"layer {i}" for i in range(L)]
     fig.frames = [go.Frame(name=names[i], data=[dict(type="heatmap", z=maps[i])], traces=[1]) for i in range(L)]
-    slider = dict(active=0, x=0.2, xanchor="left", len=0.8, y=-0.02, yanchor="top", pad=dict(t=8, b=4),
-                  currentvalue=dict(prefix="CLS attention in layer ", font=dict(size=13), xanchor="left"),
-                  font=dict(size=13), ticklen=4,
-                  steps=[dict(label=str(i) if L <= 16 or i % 2 == 0 else "", method="animate",
-                              args=[[names[i]], dict(frame=dict(duration=0, redraw=True), transition=dict(duration=0),
-                                                     mode="immediate")]) for i in range(L)])
-    play = _play_buttons(names[0], back=False, frame_ms=2 * FRAME_MS)
+    slider = frame_slider(names, [str(i) if L <= 16 or i % 2 == 0 else "" for i in range(L)],
+                          prefix="CLS attention in layer ")
+    play = play_buttons(names[0], back=False, frame_ms=2 * FRAME_MS)
     fig.update_layout(sliders=[slider], updatemenus=[play], dragmode=False)
     equal_axes(fig)
     fig.update_xaxes(range=[-0.5, S - 0.5])

@@ -6,7 +6,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .common import ATTENTION_SCALE, f32, image_source, style
+from .common import ATTENTION_SCALE, f32, frame_slider, image_source, play_buttons, style
 from .embeddings import similarity_grid_figure
 from .overview import prediction_figure
 from .patching import filter_pca_figure, subtitle
@@ -189,3 +189,58 @@ def top5_figure(top5: list[tuple[str, float]], *, true_label: str, step: int) ->
     colours = ["#2ca02c" if label == true_label else "#4a90c2" for label, _ in top5]
     fig.update_traces(marker_color=colours)
     return subtitle(fig, f"the probe is a {true_label} (green when it is among the five)")
+
+
+def replay_figure(image: np.ndarray, cls_attention: list[np.ndarray], steps: list[int], held_accuracy: list[float], *,
+                  layer: int, chance: float, frame_ms: int = 350, height: int = 440) -> go.Figure:
+    """A finished run replayed from its snapshots, drawn by the browser: one frame per snapshot.
+
+    Left, where the CLS token of ``layer`` looks on the probe picture (the mean of the heads of each snapshot's
+    ``[L, H, N]`` attention), on one colour scale for the whole run (0 to the largest share any snapshot gives a
+    patch), so attention that concentrates as the model learns grows brighter; right, the held-out accuracy
+    with a marker at the frame's step. A slider scrubs through the snapshots; "Play" runs them in order.
+    """
+    if len(cls_attention) != len(steps) or len(steps) != len(held_accuracy) or not steps:
+        raise ValueError("one attention array, step and accuracy per snapshot, and at least one snapshot")
+    maps = np.stack([f32(a)[layer].mean(axis=0) for a in cls_attention])  # [S, N]
+    S, N = maps.shape
+    g = int(round(N ** 0.5))
+    maps = maps.reshape(S, g, g)
+    size = image.shape[0]
+    cell = size / g
+    zmax = float(maps.max()) if float(maps.max()) > 0 else 1.0
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, column_widths=[0.45, 0.55],
+                        subplot_titles=(f"CLS attention, layer {layer} (mean of the heads)", "held-out accuracy"))
+    fig.add_trace(go.Image(source=image_source(image, "PNG"), x0=0, dx=1, y0=0, dy=1, hoverinfo="skip"), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=maps[0], x0=cell / 2 - 0.5, dx=cell, y0=cell / 2 - 0.5, dy=cell, zmin=0.0, zmax=zmax,
+                             colorscale=ATTENTION_SCALE, opacity=0.7,
+                             colorbar=dict(title=dict(text=f"share<br>fitted 0–{zmax:.3g}", side="right"), thickness=12,
+                                           x=0.40, len=0.9),
+                             hovertemplate="patch row %{y:.0f}, col %{x:.0f}: %{z:.3f}<extra></extra>"), row=1, col=1)
+    x, y = f32(steps), f32(held_accuracy)
+    fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#ff7f0e", width=2), name="held-out accuracy",
+                             showlegend=False, hovertemplate="step %{x:.0f}: %{y:.1%}<extra></extra>"), row=1, col=2)
+    fig.add_trace(go.Scatter(x=x[:1], y=y[:1], mode="markers", marker=dict(size=13, color="#ff2d55",
+                             line=dict(color="white", width=1.5)), showlegend=False,
+                             hovertemplate="step %{x:.0f}: %{y:.1%}<extra>this frame</extra>"), row=1, col=2)
+    fig.add_hline(y=chance, line=dict(color="#888", dash="dot", width=1), row=1, col=2,
+                  annotation_text=f"chance {chance:.0%}", annotation_position="bottom right",
+                  annotation_font=dict(size=12, color="#666"))
+    names = [f"step {int(s)}" for s in steps]
+    every = max(1, -(-S // 10))  # at most about ten tick labels under the slider
+    fig.frames = [go.Frame(name=names[i], traces=[1, 3],
+                           data=[dict(type="heatmap", z=maps[i]), dict(type="scatter", x=x[i:i + 1], y=y[i:i + 1])])
+                  for i in range(S)]
+    fig.update_layout(
+        sliders=[frame_slider(names, [f"{int(s):,}" if i % every == 0 or i == S - 1 else "" for i, s in enumerate(steps)],
+                              prefix="snapshot at step ", x=0.16)],
+        updatemenus=[play_buttons(names[0], back=False, frame_ms=frame_ms)], dragmode=False)
+    fig.update_xaxes(range=[-0.5, size - 0.5], showgrid=False, zeroline=False, showticklabels=False, ticks="",
+                     constrain="domain", row=1, col=1)
+    fig.update_yaxes(range=[size - 0.5, -0.5], autorange=False, showgrid=False, zeroline=False, showticklabels=False,
+                     ticks="", scaleanchor="x", constrain="domain", row=1, col=1)
+    fig.update_xaxes(title_text="optimiser step", range=[0, float(x.max()) * 1.03 + 1], row=1, col=2)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%", row=1, col=2)
+    style(fig, "Replay of the run: where the CLS token looks as the model learns", height=height)
+    fig.update_layout(margin=dict(l=10, r=10, t=60, b=120))
+    return subtitle(fig, f"{S} snapshots, step {int(steps[0]):,} to {int(steps[-1]):,}; press Play, or drag the slider")

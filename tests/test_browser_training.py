@@ -101,6 +101,29 @@ def test_train_watch_stop_scrub_and_explore(server, shots_dir):
             _no_exception(page, "after stop")
             _screenshot(page, shots_dir / "training-3-stopped-1366.png")
 
+            # the finished run replayed by the browser: Play runs the snapshots to the last one, no rerun needed
+            replay = page.locator('[data-testid="stPlotlyChart"]').filter(has_text="snapshot at step")
+            replay.scroll_into_view_if_needed()
+            current = replay.locator("text.slider-label").first  # SVG text: read with text_content
+            assert current.text_content().strip() == "snapshot at step 0", current.text_content()
+            replay.locator(".updatemenu-button").filter(has_text="Play").click()
+            seen, deadline = set(), time.time() + 60
+            while time.time() < deadline:
+                seen.add(current.text_content().strip())
+                if len(seen) > 2 and page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state") == "notRunning":
+                    page.wait_for_timeout(400)
+                    if current.text_content().strip() == max(seen, key=lambda t: int(t.rsplit(" ", 1)[-1].replace(",", ""))):
+                        break
+                page.wait_for_timeout(150)
+            assert len(seen) > 2, seen  # it moved through the snapshots
+            replay.screenshot(path=str(shots_dir / "training-3b-replay-1366.png"))
+            page.set_viewport_size({"width": 1024, "height": 768})
+            page.wait_for_timeout(800)
+            replay.scroll_into_view_if_needed()
+            replay.screenshot(path=str(shots_dir / "training-3c-replay-1024.png"))
+            page.set_viewport_size({"width": 1366, "height": 900})
+            page.wait_for_timeout(500)
+
             # scrub back to the first snapshot with the keyboard (Home moves a slider to its first value)
             thumb = page.locator(".st-key-train-snapshot input").first
             thumb.focus()

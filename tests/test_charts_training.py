@@ -104,7 +104,7 @@ def test_the_replay_has_one_frame_per_snapshot_with_that_snapshots_numbers(snaps
         assert list(frame.traces) == [1, 3]
     heat = fig.data[1]
     assert heat.zmin == 0 and heat.zmax == pytest.approx(zmax, rel=1e-6)  # one scale for the whole run
-    assert _colorbar_titles(fig) == [f"share<br>fitted 0–{zmax:.3g}"]
+    assert _colorbar_titles(fig) == [f"attention share, 0–{zmax:.3g}"]
     assert [b.label for b in fig.layout.updatemenus[0].buttons] == ["▶ Play"]
     slider = fig.layout.sliders[0]
     assert len(slider.steps) == 12 and sum(1 for s in slider.steps if s.label) <= 12

@@ -192,13 +192,14 @@ def top5_figure(top5: list[tuple[str, float]], *, true_label: str, step: int) ->
 
 
 def replay_figure(image: np.ndarray, cls_attention: list[np.ndarray], steps: list[int], held_accuracy: list[float], *,
-                  layer: int, chance: float, frame_ms: int = 350, height: int = 440) -> go.Figure:
+                  layer: int, chance: float, frame_ms: int = 350, height: int = 500) -> go.Figure:
     """A finished run replayed from its snapshots, drawn by the browser: one frame per snapshot.
 
     Left, where the CLS token of ``layer`` looks on the probe picture (the mean of the heads of each snapshot's
     ``[L, H, N]`` attention), on one colour scale for the whole run (0 to the largest share any snapshot gives a
-    patch), so attention that concentrates as the model learns grows brighter; right, the held-out accuracy
-    with a marker at the frame's step. A slider scrubs through the snapshots; "Play" runs them in order.
+    patch; the bar lies under the map), so attention that concentrates as the model learns grows brighter;
+    right, the held-out accuracy with a marker at the frame's step. A slider under both scrubs through the
+    snapshots; "Play" runs them in order.
     """
     if len(cls_attention) != len(steps) or len(steps) != len(held_accuracy) or not steps:
         raise ValueError("one attention array, step and accuracy per snapshot, and at least one snapshot")
@@ -209,13 +210,15 @@ def replay_figure(image: np.ndarray, cls_attention: list[np.ndarray], steps: lis
     size = image.shape[0]
     cell = size / g
     zmax = float(maps.max()) if float(maps.max()) > 0 else 1.0
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12, column_widths=[0.45, 0.55],
-                        subplot_titles=(f"CLS attention, layer {layer} (mean of the heads)", "held-out accuracy"))
+    spacing, left = 0.14, 0.42
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=spacing, column_widths=[left, 1 - left],
+                        subplot_titles=(f"CLS attention, layer {layer}<br>(the mean of its heads)", "held-out accuracy"))
     fig.add_trace(go.Image(source=image_source(image, "PNG"), x0=0, dx=1, y0=0, dy=1, hoverinfo="skip"), row=1, col=1)
     fig.add_trace(go.Heatmap(z=maps[0], x0=cell / 2 - 0.5, dx=cell, y0=cell / 2 - 0.5, dy=cell, zmin=0.0, zmax=zmax,
                              colorscale=ATTENTION_SCALE, opacity=0.7,
-                             colorbar=dict(title=dict(text=f"share<br>fitted 0–{zmax:.3g}", side="right"), thickness=12,
-                                           x=0.40, len=0.9),
+                             colorbar=dict(title=dict(text=f"attention share, 0–{zmax:.3g}", side="top"),
+                                           orientation="h", thickness=10, x=0.0, xanchor="left", len=left * (1 - spacing),
+                                           y=-0.04, yanchor="top"),
                              hovertemplate="patch row %{y:.0f}, col %{x:.0f}: %{z:.3f}<extra></extra>"), row=1, col=1)
     x, y = f32(steps), f32(held_accuracy)
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color="#ff7f0e", width=2), name="held-out accuracy",
@@ -231,10 +234,11 @@ def replay_figure(image: np.ndarray, cls_attention: list[np.ndarray], steps: lis
     fig.frames = [go.Frame(name=names[i], traces=[1, 3],
                            data=[dict(type="heatmap", z=maps[i]), dict(type="scatter", x=x[i:i + 1], y=y[i:i + 1])])
                   for i in range(S)]
-    fig.update_layout(
-        sliders=[frame_slider(names, [f"{int(s):,}" if i % every == 0 or i == S - 1 else "" for i, s in enumerate(steps)],
-                              prefix="snapshot at step ", x=0.16)],
-        updatemenus=[play_buttons(names[0], back=False, frame_ms=frame_ms)], dragmode=False)
+    slider = frame_slider(names, [f"{int(s):,}" if i % every == 0 or i == S - 1 else "" for i, s in enumerate(steps)],
+                          prefix="snapshot at step ", x=0.16)
+    slider.update(y=-0.34)
+    fig.update_layout(sliders=[slider], updatemenus=[play_buttons(names[0], back=False, frame_ms=frame_ms, y=-0.34)],
+                      dragmode=False)
     fig.update_xaxes(range=[-0.5, size - 0.5], showgrid=False, zeroline=False, showticklabels=False, ticks="",
                      constrain="domain", row=1, col=1)
     fig.update_yaxes(range=[size - 0.5, -0.5], autorange=False, showgrid=False, zeroline=False, showticklabels=False,
@@ -242,5 +246,5 @@ def replay_figure(image: np.ndarray, cls_attention: list[np.ndarray], steps: lis
     fig.update_xaxes(title_text="optimiser step", range=[0, float(x.max()) * 1.03 + 1], row=1, col=2)
     fig.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%", row=1, col=2)
     style(fig, "Replay of the run: where the CLS token looks as the model learns", height=height)
-    fig.update_layout(margin=dict(l=10, r=10, t=60, b=120))
+    fig.update_layout(margin=dict(l=10, r=10, t=60, b=170))
     return subtitle(fig, f"{S} snapshots, step {int(steps[0]):,} to {int(steps[-1]):,}; press Play, or drag the slider")

@@ -45,12 +45,32 @@ def _prediction_titles(at) -> tuple[str, str]:
     return a, b
 
 
+def _horse_probability() -> float:
+    """The bundled CIFAR-10 model's probability of "horse" for the default picture, computed here (not pinned)."""
+    import torch
+
+    from vit_explain.preprocess import load_image, to_pixel_values
+    from vit_explain.ui import DEFAULT_SAMPLE
+    from vit_explain.weights import load_checkpoint
+
+    from pathlib import Path
+
+    assets = Path(__file__).resolve().parent.parent / "assets"
+    model = load_checkpoint(assets / "models" / "vit-cifar10")
+    x = to_pixel_values(load_image(assets / "samples" / DEFAULT_SAMPLE), model.preprocess_spec)
+    with torch.no_grad():
+        p = model(x).logits[0].softmax(-1)
+    horse = next(i for i, name in model.config.id2label.items() if name == "horse")
+    assert int(p.argmax()) == horse
+    return float(p[horse])
+
+
 def test_the_page_opens_on_the_sidebars_model_against_random_weights():
     at = open_app(CIFAR, page=PAGE)
     assert at.selectbox(key="cmp:model_a").value == CIFAR
     assert at.selectbox(key="cmp:model_b").value == "random"  # a trained A: what training changed
     a, b = _prediction_titles(at)
-    assert a == "A · CIFAR-10 photos model: “horse”, 83%" and b.startswith("B · Random weights: ")
+    assert a == f"A · CIFAR-10 photos model: “horse”, {_horse_probability():.0%}" and b.startswith("B · Random weights: ")
     assert _pairing(at).startswith("Layer 5 of A (depth 100%) faces layer 5 of B (depth 100%) · the same layer count")
     for fragment in ("CLS attention in every layer", "Attention rollout of CLS", "Where the query patch looks",
                      "When does each model's answer appear?", "How far each head looks"):

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from vit_explain.training.data import images_to_pixel_values
-from vit_explain.training.own_classes import OwnClassesData, own_settings, pictures_from_archive, starting_model
-from vit_explain.training.run import TrainingRun
-from vit_explain.training.sharing import PageActivity, SlotPool
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, installed or not (as the other benchmarks)
+
+from vit_explain.training.data import images_to_pixel_values  # noqa: E402
+from vit_explain.training.own_classes import OwnClassesData, own_settings, pictures_from_archive, starting_model  # noqa: E402
+from vit_explain.training.run import TrainingRun  # noqa: E402
+from vit_explain.training.sharing import PageActivity, SlotPool  # noqa: E402
 
 CLASSES = ("airplane", "frog", "truck")
 

@@ -107,12 +107,18 @@ def test_train_watch_stop_scrub_and_explore(server, shots_dir):
             current = replay.locator("text.slider-label").first  # SVG text: read with text_content
             assert current.text_content().strip() == "snapshot at step 0", current.text_content()
             replay.locator(".updatemenu-button").filter(has_text="Play").click()
+            def shown_step() -> int | None:  # None while Plotly redraws the label between frames
+                found = re.fullmatch(r"snapshot at step ([\d,]+)", (current.text_content() or "").strip())
+                return int(found.group(1).replace(",", "")) if found else None
+
             seen, deadline = set(), time.time() + 60
             while time.time() < deadline:
-                seen.add(current.text_content().strip())
+                step = shown_step()
+                if step is not None:
+                    seen.add(step)
                 if len(seen) > 2 and page.locator('[data-testid="stApp"]').get_attribute("data-test-script-state") == "notRunning":
                     page.wait_for_timeout(400)
-                    if current.text_content().strip() == max(seen, key=lambda t: int(t.rsplit(" ", 1)[-1].replace(",", ""))):
+                    if shown_step() == max(seen):
                         break
                 page.wait_for_timeout(150)
             assert len(seen) > 2, seen  # it moved through the snapshots

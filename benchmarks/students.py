@@ -5,7 +5,8 @@ uploads their own picture, then goes round the pages again and again: on each st
 the first slider of the page and clicks a patch of the first clickable picture; on the Lesson page
 it walks on from where it was, ``LESSON_STEPS_PER_VISIT`` steps a visit: on a question step it asks
 for the answer ("Just show me", which computes the reveal), then presses Next; at the end it starts
-the lesson again. It thinks between actions (``think`` seconds on average, 0.5x to 1.5x). Every value it sets is an absolute one
+the lesson again. It thinks between actions (``think`` seconds on average, 0.5x to 1.5x).
+Every value it sets is an absolute one
 derived from the student's number and the page, so each round after the first sees the same
 screens: the single-user reference needs two rounds. Each interaction is timed from the message
 sent to the end of the script run (see ``st_client``) and fingerprinted.

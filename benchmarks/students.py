@@ -6,9 +6,10 @@ the first slider of the page and clicks a patch of the first clickable picture; 
 it walks on from where it was, ``LESSON_STEPS_PER_VISIT`` steps a visit: on a question step it asks
 for the answer ("Just show me", which computes the reveal), then presses Next; at the end it starts
 the lesson again. It thinks between actions (``think`` seconds on average, 0.5x to 1.5x).
-Every value it sets is an absolute one
-derived from the student's number and the page, so each round after the first sees the same
-screens: the single-user reference needs two rounds. Each interaction is timed from the message
+Every value it sets is an absolute one derived from the student's number and the page, so each
+round after the first sees the same stage-page screens (the lesson moves on, so every step's name
+says where the lesson is, and a step is compared only with the same screen alone): the single-user
+reference runs two rounds. Each interaction is timed from the message
 sent to the end of the script run (see ``st_client``) and fingerprinted.
 
 This module does not import Locust (so the browser sessions' process can use ``picture``).

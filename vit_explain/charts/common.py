@@ -284,10 +284,10 @@ def play_buttons(first_frame: str, *, back: bool = True, frame_ms: int = 260, y:
                 y=y, yanchor="top", pad=dict(t=4, r=6), font=dict(size=13))
 
 
-def frame_slider(names: list[str], labels: list[str], *, prefix: str, x: float = 0.2) -> dict:
+def frame_slider(names: list[str], labels: list[str], *, prefix: str, x: float = 0.2, y: float = -0.02) -> dict:
     """A ``sliders`` entry that shows frame ``names[i]`` (ticked ``labels[i]``) when moved; its current value
     is written after ``prefix``."""
-    return dict(active=0, x=x, xanchor="left", len=1.0 - x, y=-0.02, yanchor="top", pad=dict(t=8, b=4),
+    return dict(active=0, x=x, xanchor="left", len=1.0 - x, y=y, yanchor="top", pad=dict(t=8, b=4),
                 currentvalue=dict(prefix=prefix, font=dict(size=13), xanchor="left"), font=dict(size=13), ticklen=4,
                 steps=[dict(label=label, method="animate",
                             args=[[name], dict(frame=dict(duration=0, redraw=True), transition=dict(duration=0),

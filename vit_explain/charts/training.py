@@ -235,8 +235,7 @@ def replay_figure(image: np.ndarray, cls_attention: list[np.ndarray], steps: lis
                            data=[dict(type="heatmap", z=maps[i]), dict(type="scatter", x=x[i:i + 1], y=y[i:i + 1])])
                   for i in range(S)]
     slider = frame_slider(names, [f"{int(s):,}" if i % every == 0 or i == S - 1 else "" for i, s in enumerate(steps)],
-                          prefix="snapshot at step ", x=0.16)
-    slider.update(y=-0.34)
+                          prefix="snapshot at step ", x=0.16, y=-0.34)
     fig.update_layout(sliders=[slider], updatemenus=[play_buttons(names[0], back=False, frame_ms=frame_ms, y=-0.34)],
                       dragmode=False)
     fig.update_xaxes(range=[-0.5, size - 0.5], showgrid=False, zeroline=False, showticklabels=False, ticks="",
